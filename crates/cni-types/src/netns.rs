@@ -1,0 +1,139 @@
+//! Network namespaces: do a piece of work inside the netns at a path without leaving any thread
+//! of ours there. The work runs on a fresh thread that enters the namespace and then ends, so the
+//! calling thread and the async runtime never change namespace.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::error::{
+    CniError, Result, INVALID_ENVIRONMENT_VARIABLES, IO_FAILURE, UNKNOWN_CONTAINER,
+};
+
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// An open network namespace.
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// Opens the namespace at `path` (CNI_NETNS). A missing path is "container unknown";
+    /// a file that is not a namespace is a bad CNI_NETNS.
+    pub fn open(path: &Path) -> Result<NetNs> {
+        let file = File::open(path).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                UNKNOWN_CONTAINER
+            } else {
+                IO_FAILURE
+            };
+            CniError::new(
+                code,
+                format!(
+                    "cannot open network namespace CNI_NETNS={}: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        let fs = nix::sys::statfs::fstatfs(&file)
+            .map_err(|e| CniError::io(format!("cannot stat CNI_NETNS={}: {e}", path.display())))?;
+        let magic = fs.filesystem_type().0 as i64;
+        if magic != NSFS_MAGIC {
+            return Err(CniError::new(
+                INVALID_ENVIRONMENT_VARIABLES,
+                format!("CNI_NETNS={} is not a network namespace", path.display()),
+            ));
+        }
+        Ok(NetNs {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The namespace the calling thread is in.
+    pub fn current() -> Result<NetNs> {
+        NetNs::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Runs `work` on a new thread inside this namespace. The thread ends with the work, so no
+    /// thread is ever left in (or returned from) the namespace.
+    pub fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    CniError::io(format!(
+                        "cannot enter network namespace {}: {e}",
+                        self.path.display()
+                    ))
+                })?;
+                Ok(work())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(CniError::io("work inside a network namespace panicked")))
+        })
+    }
+}
+
+/// An rtnetlink handle whose socket lives in `ns` (None: the current namespace). Requests sent
+/// through it act on that namespace while our threads stay where they are. Must be called from
+/// within a tokio runtime, which drives the connection.
+#[cfg(feature = "netlink")]
+pub fn netlink_handle(ns: Option<&NetNs>) -> Result<rtnetlink::Handle> {
+    let rt = tokio::runtime::Handle::current();
+    let open = move || {
+        let _guard = rt.enter();
+        rtnetlink::new_connection()
+    };
+    let opened = match ns {
+        None => open(),
+        Some(ns) => ns.run(open)?,
+    };
+    let (connection, handle, _) =
+        opened.map_err(|e| CniError::io(format!("cannot open a netlink socket: {e}")))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_netns_is_container_unknown() {
+        let e = NetNs::open(Path::new("/run/netns/rcni-does-not-exist")).unwrap_err();
+        assert_eq!(e.code, 3);
+        assert!(e.msg.contains("CNI_NETNS"));
+    }
+
+    #[test]
+    fn regular_file_is_not_a_netns() {
+        for not_ns in ["/proc/self/status", "/etc/hostname"] {
+            let e = NetNs::open(Path::new(not_ns)).unwrap_err();
+            assert_eq!(e.code, 4, "{e}");
+        }
+    }
+
+    #[test]
+    fn current_namespace_runs_work_on_another_thread() {
+        let ns = NetNs::current().unwrap();
+        let me = std::thread::current().id();
+        let other = ns.run(|| std::thread::current().id()).unwrap();
+        assert_ne!(me, other);
+    }
+}
