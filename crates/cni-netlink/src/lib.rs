@@ -1,0 +1,1 @@
+//! Kernel helpers (being written).

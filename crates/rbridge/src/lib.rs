@@ -1,0 +1,1 @@
+//! rbridge (not yet written).

@@ -1,0 +1,1 @@
+//! rhost-local (not yet written).

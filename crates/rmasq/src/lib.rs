@@ -1,0 +1,1 @@
+//! rmasq (not yet written).

@@ -1,0 +1,1 @@
+//! rroutes (not yet written).
