@@ -1,1 +1,70 @@
-//! Kernel helpers (being written).
+//! Kernel helpers over rtnetlink shared by the plugins: links, veth pairs, bridges, addresses,
+//! routes and sysctls. Plugins never run `ip`; they speak netlink through [`Netlink`], whose
+//! socket may live in another network namespace (see `cni_types::netns::netlink_handle`).
+
+mod addr;
+mod link;
+mod route;
+pub mod sysctl;
+
+use std::os::fd::AsRawFd;
+
+use cni_types::error::{CniError, NETLINK_FAILURE};
+use cni_types::netns::NetNs;
+
+pub use addr::Address;
+pub use link::{format_mac, parse_mac, Link, VethSpec};
+pub use route::{describe as describe_route, RouteSpec, RT_TABLE_MAIN};
+
+pub use rtnetlink::packet_route as packet;
+
+/// A netlink session bound to one network namespace.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a session on `ns`, or on the current namespace. Must run inside a tokio runtime.
+    pub fn open(ns: Option<&NetNs>) -> cni_types::Result<Netlink> {
+        Ok(Netlink {
+            handle: cni_types::netns::netlink_handle(ns)?,
+        })
+    }
+
+    pub fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+}
+
+/// The errno of a netlink failure, if the kernel answered with one.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+pub fn is_exists(e: &rtnetlink::Error) -> bool {
+    errno(e) == Some(libc::EEXIST)
+}
+
+pub fn is_not_found(e: &rtnetlink::Error) -> bool {
+    matches!(
+        errno(e),
+        Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// Wraps a netlink failure into the CNI error an operator reads: what failed, on what, and why.
+pub fn nl_err(what: impl std::fmt::Display, e: rtnetlink::Error) -> CniError {
+    let why = match &e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    };
+    CniError::new(NETLINK_FAILURE, format!("{what}: {why}"))
+}
+
+fn raw_fd(ns: &NetNs) -> i32 {
+    ns.fd().as_raw_fd()
+}

@@ -1,0 +1,283 @@
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use cni_types::netns::NetNs;
+use cni_types::Result;
+
+use crate::{is_exists, is_not_found, nl_err, raw_fd, Netlink};
+
+/// What we need to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Vec<u8>,
+    pub mtu: u32,
+    /// Index of the bridge (or other controller) this link is a port of.
+    pub master: Option<u32>,
+    /// `bridge`, `veth`, ... (None for plain devices such as `lo`).
+    pub kind: Option<String>,
+    pub up: bool,
+    pub promisc: bool,
+}
+
+impl Link {
+    fn from_message(m: &LinkMessage) -> Link {
+        let mut link = Link {
+            index: m.header.index,
+            name: String::new(),
+            mac: Vec::new(),
+            mtu: 0,
+            master: None,
+            kind: None,
+            up: m.header.flags.contains(LinkFlags::Up),
+            promisc: m.header.flags.contains(LinkFlags::Promisc),
+        };
+        for attr in &m.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Address(a) => link.mac = a.clone(),
+                LinkAttribute::Mtu(v) => link.mtu = *v,
+                LinkAttribute::Controller(c) => link.master = Some(*c),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            link.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+
+    /// The MAC as the CNI result writes it: lower-case, colon separated.
+    pub fn mac_string(&self) -> String {
+        format_mac(&self.mac)
+    }
+}
+
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses "aa:bb:cc:dd:ee:ff" (or with '-').
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        mac[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// A veth pair created in one request: the host end (optionally on a bridge) in the session's
+/// namespace and the peer created directly inside the pod's namespace under its final name, so
+/// there is no move and no rename, and an existing CNI_IFNAME makes the request fail at once.
+/// The peer comes up later, from a session in its namespace: the kernel refuses (ENOTCONN) to
+/// bring a peer up in the creating request when it lands in another namespace.
+pub struct VethSpec<'a> {
+    pub host_name: &'a str,
+    pub host_master: Option<u32>,
+    pub host_up: bool,
+    pub peer_name: &'a str,
+    pub peer_ns: &'a NetNs,
+    pub peer_mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+impl Netlink {
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.as_ref().map(Link::from_message)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(nl_err(format!("looking up link {name}"), e)),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.as_ref().map(Link::from_message)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(nl_err(format!("looking up link #{index}"), e)),
+        }
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let s = self.handle.link().get().execute();
+        let msgs: Vec<LinkMessage> = s
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("listing links", e))?;
+        Ok(msgs.iter().map(Link::from_message).collect())
+    }
+
+    /// Creates bridge `name` (up) unless it exists; safe when many ADDs race to create it:
+    /// whoever loses the race gets EEXIST and uses the winner's bridge.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> Result<Link> {
+        if let Some(l) = self.link_by_name(name).await? {
+            return self.existing_bridge(l).await;
+        }
+        let mut b = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        if vlan_filtering {
+            b = b.vlan_filtering(true);
+        }
+        match self.handle.link().add(b.build()).execute().await {
+            Ok(()) => {}
+            Err(e) if is_exists(&e) => {}
+            Err(e) => return Err(nl_err(format!("creating bridge {name}"), e)),
+        }
+        let l = self.link_by_name(name).await?.ok_or_else(|| {
+            cni_types::CniError::new(
+                cni_types::error::NETLINK_FAILURE,
+                format!("bridge {name} vanished right after it was created"),
+            )
+        })?;
+        self.existing_bridge(l).await
+    }
+
+    async fn existing_bridge(&self, l: Link) -> Result<Link> {
+        if l.kind.as_deref() != Some("bridge") {
+            return Err(cni_types::CniError::invalid_config(format!(
+                "link {} exists but is a {} device, not a bridge: choose another \"bridge\" name",
+                l.name,
+                l.kind.as_deref().unwrap_or("plain")
+            )));
+        }
+        if !l.up {
+            self.set_up(l.index).await?;
+        }
+        Ok(l)
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(m)
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("bringing link #{index} up"), e))
+    }
+
+    pub async fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).promiscuous(on).build();
+        self.handle
+            .link()
+            .set(m)
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("setting promiscuous mode on link #{index}"), e))
+    }
+
+    /// Creates the pair described by `spec` in one netlink request.
+    pub async fn create_veth(
+        &self,
+        spec: &VethSpec<'_>,
+    ) -> std::result::Result<(), rtnetlink::Error> {
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(spec.peer_name.to_string())
+            .setns_by_fd(raw_fd(spec.peer_ns));
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+        }
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.host_name.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(mtu) = spec.mtu {
+            host = host.mtu(mtu);
+        }
+        if let Some(master) = spec.host_master {
+            host = host.controller(master);
+        }
+        if spec.host_up {
+            host = host.up();
+        }
+        self.handle.link().add(host.build()).execute().await
+    }
+
+    /// Deletes a link; a link already gone is success (DEL is idempotent).
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(nl_err(format!("deleting link #{index}"), e)),
+        }
+    }
+
+    /// Sets bridge-port options (hairpin, isolation, learning, ...) on a port of a bridge.
+    pub async fn set_bridge_port(&self, index: u32, options: Vec<InfoBridgePort>) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(options))
+            .build();
+        self.handle
+            .link()
+            .set_port(m)
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("setting bridge port options on link #{index}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("0a:58:0A:f4:00:05"),
+            Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5])
+        );
+        assert_eq!(
+            parse_mac("0a-58-0a-f4-00-05"),
+            Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5])
+        );
+        for bad in [
+            "",
+            "0a:58:0a:f4:00",
+            "0a:58:0a:f4:00:05:06",
+            "0a:58:0a:f4:00:g5",
+            "0a:58:0a:f4:00:5",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert_eq!(
+            format_mac(&[0x0a, 0x58, 0, 0xff, 1, 2]),
+            "0a:58:00:ff:01:02"
+        );
+    }
+}

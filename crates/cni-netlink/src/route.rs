@@ -1,0 +1,289 @@
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteProtocol, RouteScope, RouteType, RouteVia,
+};
+use rtnetlink::packet_route::AddressFamily;
+
+use cni_types::Result;
+
+use crate::{is_exists, is_not_found, nl_err, Netlink};
+
+pub const RT_TABLE_MAIN: u32 = 254;
+
+/// One route, exactly as the kernel holds it (not a lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Destination, host bits cleared.
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// Routing table; main when None.
+    pub table: Option<u32>,
+    /// Metric.
+    pub priority: Option<u32>,
+    /// rtm_scope; derived as `ip route` does when None (link for routes without a gateway).
+    pub scope: Option<u8>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    /// rtm_protocol when read back (kernel, boot, static, ...).
+    pub protocol: Option<u8>,
+    /// rtm_type when read back: 1 unicast, 2 local, 3 broadcast, ...
+    pub kind: Option<u8>,
+}
+
+impl RouteSpec {
+    pub fn new(dst: IpNet, gw: Option<IpAddr>, oif: Option<u32>) -> RouteSpec {
+        RouteSpec {
+            dst: dst.trunc(),
+            gw,
+            oif,
+            table: None,
+            priority: None,
+            scope: None,
+            mtu: None,
+            advmss: None,
+            protocol: None,
+            kind: None,
+        }
+    }
+
+    pub fn table_or_main(&self) -> u32 {
+        self.table.unwrap_or(RT_TABLE_MAIN)
+    }
+
+    /// The same route as far as the kernel's identity of a route goes: table, destination,
+    /// metric (when given), and gateway and device where the caller specified them.
+    pub fn matches(&self, kernel: &RouteSpec) -> bool {
+        self.table_or_main() == kernel.table_or_main()
+            && self.dst.trunc() == kernel.dst
+            && self.gw.is_none_or(|g| kernel.gw == Some(g))
+            && self.oif.is_none_or(|o| kernel.oif == Some(o))
+            && self.priority.is_none_or(|p| {
+                kernel.priority.unwrap_or(0) == p || (p == 0 && kernel.priority.is_none())
+            })
+            && self.mtu.is_none_or(|m| kernel.mtu == Some(m))
+            && self.advmss.is_none_or(|m| kernel.advmss == Some(m))
+            && self.scope.is_none_or(|s| kernel.scope == Some(s))
+    }
+
+    fn to_message(&self) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        let v4 = self.dst.addr().is_ipv4();
+        m.header.address_family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        m.header.destination_prefix_length = self.dst.prefix_len();
+        let table = self.table_or_main();
+        m.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        m.attributes.push(RouteAttribute::Table(table));
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.kind = RouteType::Unicast;
+        m.header.scope = match self.scope {
+            Some(s) => RouteScope::from(s),
+            None if self.gw.is_none() && v4 => RouteScope::Link,
+            None => RouteScope::Universe,
+        };
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                self.dst.trunc().addr(),
+            )));
+        if let Some(gw) = self.gw {
+            match (v4, gw) {
+                (true, IpAddr::V6(g)) => m.attributes.push(RouteAttribute::Via(RouteVia::Inet6(g))),
+                _ => m
+                    .attributes
+                    .push(RouteAttribute::Gateway(RouteAddress::from(gw))),
+            }
+        }
+        if let Some(oif) = self.oif {
+            m.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if let Some(p) = self.priority {
+            m.attributes.push(RouteAttribute::Priority(p));
+        }
+        let mut metrics = Vec::new();
+        if let Some(mtu) = self.mtu {
+            metrics.push(RouteMetric::Mtu(mtu));
+        }
+        if let Some(advmss) = self.advmss {
+            metrics.push(RouteMetric::Advmss(advmss));
+        }
+        if !metrics.is_empty() {
+            m.attributes.push(RouteAttribute::Metrics(metrics));
+        }
+        m
+    }
+
+    fn from_message(m: &RouteMessage) -> Option<RouteSpec> {
+        let mut dst = None;
+        let mut r = RouteSpec::new(
+            match m.header.address_family {
+                AddressFamily::Inet => "0.0.0.0/0".parse().ok()?,
+                AddressFamily::Inet6 => "::/0".parse().ok()?,
+                _ => return None,
+            },
+            None,
+            None,
+        );
+        r.table = Some(u32::from(m.header.table));
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => r.gw = Some(IpAddr::V4(*ip)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => r.gw = Some(IpAddr::V6(*ip)),
+                RouteAttribute::Via(RouteVia::Inet6(ip)) => r.gw = Some(IpAddr::V6(*ip)),
+                RouteAttribute::Via(RouteVia::Inet(ip)) => r.gw = Some(IpAddr::V4(*ip)),
+                RouteAttribute::Oif(i) => r.oif = Some(*i),
+                RouteAttribute::Table(t) => r.table = Some(*t),
+                RouteAttribute::Priority(p) => r.priority = Some(*p),
+                RouteAttribute::Metrics(ms) => {
+                    for metric in ms {
+                        match metric {
+                            RouteMetric::Mtu(v) => r.mtu = Some(*v),
+                            RouteMetric::Advmss(v) => r.advmss = Some(*v),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(ip) = dst {
+            r.dst = IpNet::new(ip, m.header.destination_prefix_length)
+                .ok()?
+                .trunc();
+        }
+        r.scope = Some(u8::from(m.header.scope));
+        r.protocol = Some(u8::from(m.header.protocol));
+        r.kind = Some(u8::from(m.header.kind));
+        Some(r)
+    }
+}
+
+impl Netlink {
+    /// Every route of one family in every table (`v6` selects IPv6), cached entries excluded.
+    pub async fn routes(&self, v6: bool) -> Result<Vec<RouteSpec>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("listing routes", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| !m.header.flags.contains(RouteFlags::Cloned))
+            .filter_map(RouteSpec::from_message)
+            .collect())
+    }
+
+    /// Adds a route; returns false if an identical one already exists.
+    pub async fn add_route(&self, r: &RouteSpec) -> Result<bool> {
+        match self.handle.route().add(r.to_message()).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_exists(&e) => Ok(false),
+            Err(e) => Err(nl_err(format!("adding route {}", describe(r)), e)),
+        }
+    }
+
+    /// Adds or replaces the route with this destination, table and metric.
+    pub async fn replace_route(&self, r: &RouteSpec) -> Result<()> {
+        self.handle
+            .route()
+            .add(r.to_message())
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("replacing route {}", describe(r)), e))
+    }
+
+    /// Deletes a route; absent is success.
+    pub async fn del_route(&self, r: &RouteSpec) -> Result<()> {
+        let mut m = r.to_message();
+        // Deletion matches on what is given; let the kernel ignore scope and protocol.
+        m.header.scope = RouteScope::NoWhere;
+        m.header.protocol = RouteProtocol::Unspec;
+        match self.handle.route().del(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(nl_err(format!("deleting route {}", describe(r)), e)),
+        }
+    }
+}
+
+/// `10.2.0.0/16 via 10.1.0.1 dev #3 table 42 metric 100`, for messages.
+pub fn describe(r: &RouteSpec) -> String {
+    let mut s = r.dst.to_string();
+    if let Some(gw) = r.gw {
+        s.push_str(&format!(" via {gw}"));
+    }
+    if let Some(oif) = r.oif {
+        s.push_str(&format!(" dev #{oif}"));
+    }
+    if let Some(t) = r.table.filter(|t| *t != RT_TABLE_MAIN) {
+        s.push_str(&format!(" table {t}"));
+    }
+    if let Some(p) = r.priority {
+        s.push_str(&format!(" metric {p}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip() {
+        let mut r = RouteSpec::new(
+            "10.2.3.4/16".parse().unwrap(),
+            Some("10.1.0.1".parse().unwrap()),
+            Some(3),
+        );
+        r.table = Some(1000);
+        r.priority = Some(100);
+        r.mtu = Some(1400);
+        r.advmss = Some(1360);
+        assert_eq!(r.dst.to_string(), "10.2.0.0/16");
+        let back = RouteSpec::from_message(&r.to_message()).unwrap();
+        assert!(r.matches(&back), "{back:?}");
+        assert_eq!(back.table, Some(1000));
+        assert_eq!(
+            describe(&r),
+            "10.2.0.0/16 via 10.1.0.1 dev #3 table 1000 metric 100"
+        );
+    }
+
+    #[test]
+    fn v6_and_scopes() {
+        let r = RouteSpec::new(
+            "::/0".parse().unwrap(),
+            Some("fd00::1".parse().unwrap()),
+            None,
+        );
+        let m = r.to_message();
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        let link = RouteSpec::new("10.0.0.0/8".parse().unwrap(), None, Some(2));
+        assert_eq!(link.to_message().header.scope, RouteScope::Link);
+        let other = RouteSpec::new(
+            "10.0.0.0/8".parse().unwrap(),
+            Some("10.9.9.9".parse().unwrap()),
+            None,
+        );
+        assert!(!other.matches(&RouteSpec::from_message(&link.to_message()).unwrap()));
+    }
+}

@@ -1,0 +1,134 @@
+//! The helpers against a real kernel, inside namespaces of the test's own.
+
+use cni_netlink::{Netlink, RouteSpec, VethSpec};
+use cni_testkit::Netns;
+use cni_types::netns::NetNs;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn bridge_veth_into_pod_addresses_and_routes() {
+    cni_testkit::require_root();
+    let node = Netns::new("node");
+    let pod = Netns::new("pod");
+    let node_ns = NetNs::open(&node.path()).unwrap();
+    let pod_ns = NetNs::open(&pod.path()).unwrap();
+    rt().block_on(async {
+        let host = Netlink::open(Some(&node_ns)).unwrap();
+        let br = host.ensure_bridge("cni0", Some(1400), false).await.unwrap();
+        // A second ensure finds the same bridge.
+        assert_eq!(
+            host.ensure_bridge("cni0", None, false).await.unwrap().index,
+            br.index
+        );
+        host.add_address(br.index, "10.22.0.1/24".parse().unwrap(), false)
+            .await
+            .unwrap();
+        assert!(!host
+            .add_address(br.index, "10.22.0.1/24".parse().unwrap(), false)
+            .await
+            .unwrap());
+        let spec = VethSpec {
+            host_name: "vethtest0",
+            host_master: Some(br.index),
+            host_up: true,
+            peer_name: "eth0",
+            peer_ns: &pod_ns,
+            peer_mac: Some([0x0a, 0x58, 0x0a, 0x16, 0, 5]),
+            mtu: Some(1400),
+        };
+        host.create_veth(&spec).await.unwrap();
+        // CNI_IFNAME already present in the pod: the request fails, nothing is created.
+        let again = VethSpec {
+            host_name: "vethtest1",
+            ..spec
+        };
+        let e = host.create_veth(&again).await.unwrap_err();
+        assert!(cni_netlink::is_exists(&e), "{e}");
+        assert!(host.link_by_name("vethtest1").await.unwrap().is_none());
+
+        let hv = host.link_by_name("vethtest0").await.unwrap().unwrap();
+        assert_eq!(hv.master, Some(br.index));
+        assert_eq!(hv.mtu, 1400);
+
+        let inside = Netlink::open(Some(&pod_ns)).unwrap();
+        let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
+        assert_eq!(eth0.mac_string(), "0a:58:0a:16:00:05");
+        assert!(!eth0.up);
+        inside.set_up(eth0.index).await.unwrap();
+        inside
+            .add_address(eth0.index, "10.22.0.5/24".parse().unwrap(), false)
+            .await
+            .unwrap();
+        inside
+            .add_address(eth0.index, "fd00:22::5/64".parse().unwrap(), false)
+            .await
+            .unwrap();
+        let default = RouteSpec::new(
+            "0.0.0.0/0".parse().unwrap(),
+            Some("10.22.0.1".parse().unwrap()),
+            Some(eth0.index),
+        );
+        assert!(inside.add_route(&default).await.unwrap());
+        assert!(!inside.add_route(&default).await.unwrap());
+        let mut v6 = RouteSpec::new(
+            "fd00:99::/64".parse().unwrap(),
+            Some("fd00:22::1".parse().unwrap()),
+            Some(eth0.index),
+        );
+        v6.mtu = Some(1300);
+        inside.add_route(&v6).await.unwrap();
+
+        let routes = inside.routes(false).await.unwrap();
+        assert!(routes.iter().any(|r| default.matches(r)), "{routes:?}");
+        let routes6 = inside.routes(true).await.unwrap();
+        assert!(routes6.iter().any(|r| v6.matches(r)), "{routes6:?}");
+        let addrs = inside.addresses(Some(eth0.index)).await.unwrap();
+        assert!(addrs.iter().any(|a| a.net.to_string() == "10.22.0.5/24"));
+
+        inside.del_route(&default).await.unwrap();
+        inside.del_route(&default).await.unwrap();
+        assert!(!inside
+            .routes(false)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| default.matches(r)));
+        inside
+            .del_address(eth0.index, "10.22.0.5/24".parse().unwrap())
+            .await
+            .unwrap();
+        inside
+            .del_address(eth0.index, "10.22.0.5/24".parse().unwrap())
+            .await
+            .unwrap();
+
+        host.delete_link(hv.index).await.unwrap();
+        host.delete_link(hv.index).await.unwrap();
+        assert!(inside.link_by_name("eth0").await.unwrap().is_none());
+    });
+    // Kernel state seen from outside agrees; the root namespace never saw the bridge.
+    assert!(node.link("cni0").is_some());
+    assert!(pod.link("eth0").is_none());
+}
+
+#[test]
+fn sysctl_inside_a_namespace_only() {
+    cni_testkit::require_root();
+    let node = Netns::new("node");
+    let ns = NetNs::open(&node.path()).unwrap();
+    let root_before = cni_netlink::sysctl::get("net.ipv4.ip_forward").unwrap();
+    ns.run(|| cni_netlink::sysctl::set("net.ipv4.ip_forward", "1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.sysctl("net.ipv4.ip_forward"), "1");
+    assert_eq!(
+        cni_netlink::sysctl::get("net.ipv4.ip_forward").unwrap(),
+        root_before
+    );
+}
