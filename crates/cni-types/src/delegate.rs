@@ -138,3 +138,115 @@ impl Drop for UndoAdd<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::args::CniArgs;
+    use crate::config::NetConf;
+    use crate::log::Logger;
+    use crate::version::SpecVersion;
+
+    /// A directory of fake plugins written as shell scripts.
+    struct Plugins(PathBuf);
+
+    impl Plugins {
+        fn new(tag: &str) -> Plugins {
+            let dir = std::env::temp_dir().join(format!("cni-delegate-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Plugins(dir)
+        }
+        fn add(&self, name: &str, script: &str) {
+            let p = self.0.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fn call(&self, stdin: &str) -> Call {
+            let raw: serde_json::Value = serde_json::from_str(stdin).unwrap();
+            Call {
+                verb: Verb::Add,
+                container_id: "c1".into(),
+                netns: Some("/run/netns/x".into()),
+                ifname: "eth0".into(),
+                args: CniArgs::default(),
+                path: vec![Path::new("/nonexistent").into(), self.0.clone()],
+                raw_args: "IgnoreUnknown=1".into(),
+                stdin: stdin.as_bytes().to_vec(),
+                conf: NetConf::from_slice(stdin.as_bytes()).unwrap(),
+                version: SpecVersion::V1_0_0,
+                raw,
+                logger: Logger::default(),
+            }
+        }
+    }
+
+    impl Drop for Plugins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"rbridge","ipam":{"type":"fake"}}"#;
+
+    #[test]
+    fn result_in_another_version_is_converted() {
+        let p = Plugins::new("ok");
+        // Echo the env we got into a file, answer in 0.2.0 under a 1.0.0 config.
+        p.add(
+            "fake",
+            &format!(
+                "cat > {0}/stdin; env | grep ^CNI_ | sort > {0}/env\necho '{{\"cniVersion\":\"0.2.0\",\"ip4\":{{\"ip\":\"10.1.0.7/24\",\"gateway\":\"10.1.0.1\"}}}}'",
+                p.0.display()
+            ),
+        );
+        let call = p.call(CONF);
+        let r = add(&call, "fake").unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.1.0.7/24");
+        assert_eq!(std::fs::read_to_string(p.0.join("stdin")).unwrap(), CONF);
+        let env = std::fs::read_to_string(p.0.join("env")).unwrap();
+        for line in ["CNI_COMMAND=ADD", "CNI_CONTAINERID=c1", "CNI_IFNAME=eth0", "CNI_NETNS=/run/netns/x", "CNI_ARGS=IgnoreUnknown=1"] {
+            assert!(env.lines().any(|l| l == line), "{line} missing in\n{env}");
+        }
+    }
+
+    #[test]
+    fn delegate_error_is_passed_through() {
+        let p = Plugins::new("err");
+        p.add("fake", r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"lock held"}'; exit 1"#);
+        let e = add(&p.call(CONF), "fake").unwrap_err();
+        assert_eq!(e, CniError::new(11, "busy").with_details("lock held"));
+    }
+
+    #[test]
+    fn delegate_failing_without_cni_error() {
+        let p = Plugins::new("garbage");
+        p.add("fake", "echo 'segfault or so' >&2; exit 2");
+        let e = del(&p.call(CONF), "fake").unwrap_err();
+        assert_eq!(e.code, DELEGATE_FAILED);
+        assert!(e.msg.contains("fake") && e.msg.contains("segfault"), "{}", e.msg);
+    }
+
+    #[test]
+    fn missing_or_path_like_plugins_are_config_errors() {
+        let p = Plugins::new("missing");
+        let e = add(&p.call(CONF), "nope").unwrap_err();
+        assert_eq!(e.code, INVALID_NETWORK_CONFIG);
+        assert!(e.msg.contains("nope") && e.msg.contains("CNI_PATH"), "{}", e.msg);
+        for bad in ["../../bin/sh", "/bin/sh", "", ".."] {
+            assert_eq!(find_plugin(bad, &[p.0.clone()]).unwrap_err().code, INVALID_NETWORK_CONFIG);
+        }
+    }
+
+    #[test]
+    fn undo_runs_del_unless_disarmed() {
+        let p = Plugins::new("undo");
+        p.add("fake", &format!("echo $CNI_COMMAND >> {}/verbs; echo '{{}}'", p.0.display()));
+        let call = p.call(CONF);
+        drop(UndoAdd::new(&call, "fake"));
+        UndoAdd::new(&call, "fake").disarm();
+        assert_eq!(std::fs::read_to_string(p.0.join("verbs")).unwrap(), "DEL\n");
+    }
+}

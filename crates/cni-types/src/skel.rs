@@ -192,7 +192,7 @@ pub struct Outcome {
 
 /// main() of every plugin: a CNI call when CNI_COMMAND is set, else a small CLI.
 pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
-    if std::env::var_os("CNI_COMMAND").is_some() {
+    if std::env::var_os("CNI_COMMAND").is_some_and(|v| !v.is_empty()) {
         run_cni(plugin, info)
     }
     let _ = cli(info).get_matches();
