@@ -14,7 +14,9 @@ use cni_types::netns::NetNs;
 
 pub use addr::Address;
 pub use link::{format_mac, parse_mac, Link, VethSpec};
-pub use route::{describe as describe_route, RouteSpec, RT_TABLE_MAIN};
+pub use route::{
+    describe as describe_route, RouteSpec, IP6_RT_PRIO_USER, RTN_UNICAST, RT_TABLE_MAIN,
+};
 
 pub use rtnetlink::packet_route as packet;
 

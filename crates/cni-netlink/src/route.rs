@@ -13,6 +13,10 @@ use cni_types::Result;
 use crate::{is_exists, is_not_found, nl_err, Netlink};
 
 pub const RT_TABLE_MAIN: u32 = 254;
+/// The metric of IPv6 routes added without one (IP6_RT_PRIO_USER).
+pub const IP6_RT_PRIO_USER: u32 = 1024;
+/// rtm_type of ordinary routes.
+pub const RTN_UNICAST: u8 = 1;
 
 /// One route, exactly as the kernel holds it (not a lookup).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +33,8 @@ pub struct RouteSpec {
     pub scope: Option<u8>,
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
-    /// rtm_protocol when read back (kernel, boot, static, ...).
+    /// rtm_protocol (kernel, boot, static, ...): read back, and written when set (boot when None),
+    /// so a plugin can mark the routes it installs and find them again.
     pub protocol: Option<u8>,
     /// rtm_type when read back: 1 unicast, 2 local, 3 broadcast, ...
     pub kind: Option<u8>,
@@ -70,6 +75,47 @@ impl RouteSpec {
             && self.scope.is_none_or(|s| kernel.scope == Some(s))
     }
 
+    /// The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6.
+    pub fn effective_priority(&self) -> u32 {
+        self.priority.unwrap_or(if self.dst.addr().is_ipv4() {
+            0
+        } else {
+            IP6_RT_PRIO_USER
+        })
+    }
+
+    /// rtm_scope as written when unspecified: link for IPv4 routes without a gateway, else
+    /// universe (IPv6 routes always read back as universe).
+    pub fn effective_scope(&self) -> u8 {
+        let derived = if self.gw.is_none() && self.dst.addr().is_ipv4() {
+            RouteScope::Link
+        } else {
+            RouteScope::Universe
+        };
+        self.scope.unwrap_or(u8::from(derived))
+    }
+
+    /// Same kernel identity: table, destination and metric. The kernel refuses (EEXIST) to add a
+    /// second route with the same identity, whatever its gateway.
+    pub fn same_key(&self, other: &RouteSpec) -> bool {
+        self.table_or_main() == other.table_or_main()
+            && self.dst.trunc() == other.dst.trunc()
+            && self.effective_priority() == other.effective_priority()
+    }
+
+    /// The route exactly as `self` would install it, unspecified fields taken as the kernel's
+    /// defaults: identity, gateway (absent is absent), mtu, advmss and, for IPv4, scope. The
+    /// device is compared only when `self` names one. Protocol is not compared. Unlike
+    /// [`RouteSpec::matches`], a kernel route with extra attributes does not qualify.
+    pub fn same_route(&self, kernel: &RouteSpec) -> bool {
+        self.same_key(kernel)
+            && self.gw == kernel.gw
+            && self.oif.is_none_or(|o| kernel.oif == Some(o))
+            && self.mtu == kernel.mtu
+            && self.advmss == kernel.advmss
+            && (self.dst.addr().is_ipv6() || self.effective_scope() == kernel.effective_scope())
+    }
+
     fn to_message(&self) -> RouteMessage {
         let mut m = RouteMessage::default();
         let v4 = self.dst.addr().is_ipv4();
@@ -82,7 +128,7 @@ impl RouteSpec {
         let table = self.table_or_main();
         m.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
         m.attributes.push(RouteAttribute::Table(table));
-        m.header.protocol = RouteProtocol::Boot;
+        m.header.protocol = self.protocol.map_or(RouteProtocol::Boot, RouteProtocol::from);
         m.header.kind = RouteType::Unicast;
         m.header.scope = match self.scope {
             Some(s) => RouteScope::from(s),
@@ -266,6 +312,58 @@ mod tests {
             describe(&r),
             "10.2.0.0/16 via 10.1.0.1 dev #3 table 1000 metric 100"
         );
+    }
+
+    #[test]
+    fn protocol_is_written_when_set() {
+        let mut r = RouteSpec::new("10.2.0.0/16".parse().unwrap(), None, Some(3));
+        assert_eq!(r.to_message().header.protocol, RouteProtocol::Boot);
+        r.protocol = Some(114);
+        let back = RouteSpec::from_message(&r.to_message()).unwrap();
+        assert_eq!(back.protocol, Some(114));
+    }
+
+    #[test]
+    fn same_key_and_same_route_use_kernel_defaults() {
+        let gw = Some("10.1.0.1".parse().unwrap());
+        let want = RouteSpec::new("10.2.0.0/16".parse().unwrap(), gw, Some(3));
+        // What the kernel reports for it: main table, no metric attribute, universe scope.
+        let mut kernel = RouteSpec::from_message(&want.to_message()).unwrap();
+        kernel.protocol = Some(114);
+        assert!(want.same_route(&kernel));
+        let mut other_gw = kernel.clone();
+        other_gw.gw = Some("10.1.0.2".parse().unwrap());
+        assert!(want.same_key(&other_gw) && !want.same_route(&other_gw));
+        let mut with_mtu = kernel.clone();
+        with_mtu.mtu = Some(1400);
+        assert!(!want.same_route(&with_mtu));
+        let mut metric = kernel.clone();
+        metric.priority = Some(5);
+        assert!(!want.same_key(&metric));
+        let mut table = kernel.clone();
+        table.table = Some(100);
+        assert!(!want.same_key(&table));
+        // A covering route is another route.
+        let mut wider = kernel;
+        wider.dst = "10.0.0.0/8".parse().unwrap();
+        assert!(!want.same_key(&wider));
+
+        let v6 = RouteSpec::new(
+            "fd00:9::/64".parse().unwrap(),
+            Some("fd00::1".parse().unwrap()),
+            None,
+        );
+        let mut k6 = v6.clone();
+        k6.priority = Some(1024);
+        k6.scope = Some(0);
+        assert!(v6.same_route(&k6));
+        k6.priority = Some(1);
+        assert!(!v6.same_route(&k6));
+        let link = RouteSpec::new("10.8.0.0/16".parse().unwrap(), None, Some(3));
+        assert_eq!(link.effective_scope(), 253);
+        let mut global = link.clone();
+        global.scope = Some(0);
+        assert!(!link.same_route(&global));
     }
 
     #[test]
