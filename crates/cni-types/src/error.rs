@@ -41,6 +41,8 @@ pub const NETLINK_FAILURE: u32 = 103;
 pub const ADDRESS_POOL_EXHAUSTED: u32 = 104;
 /// A firewall (iptables/nftables) operation failed.
 pub const FIREWALL_FAILURE: u32 = 105;
+/// A requested address is held by another attachment (or this one holds a different one).
+pub const ADDRESS_IN_USE: u32 = 106;
 
 /// An error as the spec defines it. `msg` says what went wrong and what to fix; `details` may
 /// carry the underlying cause.
@@ -179,6 +181,22 @@ mod tests {
     fn from_json_rejects_non_errors() {
         assert!(CniError::from_json(b"not json").is_none());
         assert!(CniError::from_json(br#"{"cniVersion":"1.0.0","ips":[]}"#).is_none());
+    }
+
+    #[test]
+    fn plugin_codes_are_distinct_and_plugin_specific() {
+        let codes = [
+            DELEGATE_FAILED,
+            INTERFACE_EXISTS,
+            CHECK_MISMATCH,
+            NETLINK_FAILURE,
+            ADDRESS_POOL_EXHAUSTED,
+            FIREWALL_FAILURE,
+            ADDRESS_IN_USE,
+        ];
+        let unique: std::collections::HashSet<_> = codes.iter().collect();
+        assert_eq!(unique.len(), codes.len());
+        assert!(codes.iter().all(|c| *c >= PLUGIN_SPECIFIC));
     }
 
     #[test]
