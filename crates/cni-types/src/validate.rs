@@ -21,6 +21,24 @@ pub fn container_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// libcni's ValidateNetworkName: the config's `name` is used in file names and rule comments, so
+/// it follows the container ID's rule. Code 7 (it is a config key, not an env variable).
+pub fn network_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(CniError::invalid_config(if name.is_empty() {
+        "network config has no \"name\": every network needs one".to_string()
+    } else {
+        format!(
+            "network name {name:?} has invalid characters: it must start with a letter or digit and hold only letters, digits, '_', '.' and '-'"
+        )
+    }))
+}
+
 /// Linux's IFNAMSIZ is 16 bytes with the terminating NUL.
 pub const MAX_IFNAME_LEN: usize = 15;
 
@@ -62,6 +80,18 @@ mod tests {
             let e = container_id(bad).unwrap_err();
             assert_eq!(e.code, 4, "{bad}");
             assert!(e.msg.contains("CNI_CONTAINERID"));
+        }
+    }
+
+    #[test]
+    fn network_names() {
+        for ok in ["pods", "k8s-pod-network", "a.b_c-1", "0"] {
+            assert!(network_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a/b", "../x", "a b", "a:b"] {
+            let e = network_name(bad).unwrap_err();
+            assert_eq!(e.code, 7, "{bad}");
+            assert!(e.msg.contains("name"), "{}", e.msg);
         }
     }
 
