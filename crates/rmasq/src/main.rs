@@ -1,4 +1,4 @@
+//! rmasq: the chained CNI plugin. Everything lives in the library, which rbridge shares.
 fn main() {
-    eprintln!("not yet written");
-    std::process::exit(1);
+    cni_types::skel::run(&rmasq::plugin::Rmasq, &rmasq::plugin::INFO)
 }

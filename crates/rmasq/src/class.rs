@@ -1,0 +1,213 @@
+//! A masquerade class: the pods of one network, backend and subnet that share one policy, and so
+//! one fixed set of rules. Rules exist per class, never per pod: a pod only adds an element to its
+//! class's address set (nftables) or a reference to its class (iptables).
+
+use std::fmt::Write;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Where masquerade rules live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Nftables,
+    Iptables,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Nftables => "nftables",
+            BackendKind::Iptables => "iptables",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a caller (the plugin, or rbridge's `ipMasq`) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// None: decided once per state dir from what the node uses (see [`crate::detect`]).
+    pub backend: Option<BackendKind>,
+    /// Destinations never masqueraded. None: the subnets of the pod's addresses.
+    pub non_masquerade_cidrs: Option<Vec<IpNet>>,
+    /// Masquerade traffic to link-local destinations (169.254.0.0/16, fe80::/10) too.
+    pub masq_link_local: bool,
+    /// Accept forwarded traffic from and to the pods' subnets in the FORWARD chain.
+    pub allow_forward: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            backend: None,
+            non_masquerade_cidrs: None,
+            masq_link_local: false,
+            allow_forward: true,
+        }
+    }
+}
+
+/// One class. Serialised into the state dir so DEL can remove its rules without any config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Class {
+    pub id: String,
+    pub backend: BackendKind,
+    pub network: String,
+    /// The pods' subnet: iptables matches sources on it; forward accepts are keyed on it.
+    pub source: IpNet,
+    /// Destinations never masqueraded, aggregated so no two overlap (nft interval sets refuse
+    /// overlaps), in the source's family.
+    pub skip: Vec<IpNet>,
+    #[serde(rename = "allowForward")]
+    pub allow_forward: bool,
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("constant CIDR")
+}
+
+impl Class {
+    /// The class of pod address `addr` (with its prefix) given all the pod's addresses.
+    pub fn new(
+        backend: BackendKind,
+        network: &str,
+        addr: IpNet,
+        pod_addrs: &[IpNet],
+        opts: &Options,
+    ) -> Class {
+        let v4 = addr.addr().is_ipv4();
+        let mut skip: Vec<IpNet> = match &opts.non_masquerade_cidrs {
+            Some(list) => list.clone(),
+            None => pod_addrs.iter().map(IpNet::trunc).collect(),
+        };
+        // Multicast cannot be masqueraded meaningfully (upstream ipMasq exempts it too).
+        skip.push(net(if v4 { "224.0.0.0/4" } else { "ff00::/8" }));
+        if !opts.masq_link_local {
+            skip.push(net(if v4 { "169.254.0.0/16" } else { "fe80::/10" }));
+        }
+        skip.retain(|n| n.addr().is_ipv4() == v4);
+        let skip = IpNet::aggregate(&skip);
+        let source = addr.trunc();
+        let mut key = format!(
+            "v1|{backend}|{network}|{source}|{}|",
+            u8::from(opts.allow_forward)
+        );
+        for n in &skip {
+            let _ = write!(key, "{n},");
+        }
+        Class {
+            id: format!("{:016x}", fnv1a64(key.as_bytes())),
+            backend,
+            network: network.to_string(),
+            source,
+            skip,
+            allow_forward: opts.allow_forward,
+        }
+    }
+
+    pub fn is_v4(&self) -> bool {
+        self.source.addr().is_ipv4()
+    }
+}
+
+/// A stable hash (std's hasher may change between releases; ids live on disk and in rules).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| net(s)).collect()
+    }
+
+    #[test]
+    fn default_skips_pod_subnet_multicast_and_link_local() {
+        let pod = nets(&["10.1.0.5/24", "fd00:1::5/64"]);
+        let c = Class::new(
+            BackendKind::Nftables,
+            "pods",
+            pod[0],
+            &pod,
+            &Options::default(),
+        );
+        assert_eq!(c.source, net("10.1.0.0/24"));
+        assert_eq!(
+            c.skip,
+            nets(&["10.1.0.0/24", "169.254.0.0/16", "224.0.0.0/4"])
+        );
+        let c6 = Class::new(
+            BackendKind::Nftables,
+            "pods",
+            pod[1],
+            &pod,
+            &Options::default(),
+        );
+        assert_eq!(c6.skip, nets(&["fd00:1::/64", "fe80::/10", "ff00::/8"]));
+        assert_ne!(c.id, c6.id);
+        assert_eq!(c.id.len(), 16);
+    }
+
+    #[test]
+    fn explicit_cidrs_are_aggregated_and_link_local_optional() {
+        let pod = nets(&["10.1.0.5/24"]);
+        let opts = Options {
+            non_masquerade_cidrs: Some(nets(&["10.0.0.0/8", "10.1.0.0/16", "fd00::/8"])),
+            masq_link_local: true,
+            ..Options::default()
+        };
+        let c = Class::new(BackendKind::Iptables, "n", pod[0], &pod, &opts);
+        assert_eq!(c.skip, nets(&["10.0.0.0/8", "224.0.0.0/4"]));
+    }
+
+    #[test]
+    fn pods_of_one_subnet_share_a_class_and_policy_changes_it() {
+        let a = nets(&["10.1.0.5/24"]);
+        let b = nets(&["10.1.0.77/24"]);
+        let o = Options::default();
+        let ca = Class::new(BackendKind::Nftables, "n", a[0], &a, &o);
+        assert_eq!(ca, Class::new(BackendKind::Nftables, "n", b[0], &b, &o));
+        for other in [
+            Class::new(BackendKind::Iptables, "n", a[0], &a, &o),
+            Class::new(BackendKind::Nftables, "m", a[0], &a, &o),
+            Class::new(
+                BackendKind::Nftables,
+                "n",
+                a[0],
+                &a,
+                &Options {
+                    allow_forward: false,
+                    ..o.clone()
+                },
+            ),
+            Class::new(
+                BackendKind::Nftables,
+                "n",
+                a[0],
+                &a,
+                &Options {
+                    masq_link_local: true,
+                    ..o.clone()
+                },
+            ),
+        ] {
+            assert_ne!(ca.id, other.id);
+        }
+        // The id is stable across builds: it is stored on disk and in rule names.
+        assert_eq!(
+            ca.id,
+            Class::new(BackendKind::Nftables, "n", a[0], &a, &o).id
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The chained CNI plugin over [`crate::Masq`].
+
+use std::path::PathBuf;
+
+use cni_types::config::Flag;
+use cni_types::error::{CniError, Result, INVALID_NETWORK_CONFIG};
+use cni_types::{Call, CniResult, Plugin, PluginInfo};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::{BackendKind, Masq, Options, DEFAULT_STATE_DIR};
+
+pub const INFO: PluginInfo = PluginInfo {
+    name: "rmasq",
+    version: env!("CARGO_PKG_VERSION"),
+    about: "chained plugin: masquerade pod traffic leaving the cluster network",
+};
+
+/// rmasq's own keys.
+#[derive(Debug, Deserialize)]
+struct Conf {
+    #[serde(default, rename = "nonMasqueradeCIDRs")]
+    non_masquerade_cidrs: Option<Vec<IpNet>>,
+    #[serde(default, rename = "masqLinkLocal")]
+    masq_link_local: Option<Flag>,
+    #[serde(default)]
+    backend: Option<BackendKind>,
+    #[serde(default, rename = "allowForward")]
+    allow_forward: Option<Flag>,
+    #[serde(default, rename = "stateDir")]
+    state_dir: Option<PathBuf>,
+}
+
+pub struct Rmasq;
+
+fn setup(call: &Call) -> Result<(Masq, Options)> {
+    let conf: Conf = call.config()?;
+    let opts = Options {
+        backend: conf.backend,
+        non_masquerade_cidrs: conf.non_masquerade_cidrs,
+        masq_link_local: conf.masq_link_local.is_some_and(|f| f.0),
+        allow_forward: conf.allow_forward.is_none_or(|f| f.0),
+    };
+    let dir = conf
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    Ok((Masq::new(dir), opts))
+}
+
+/// The pod's addresses from prevResult; code 7 if there are none.
+fn pod_addrs(prev: &CniResult) -> Result<Vec<IpNet>> {
+    let addrs: Vec<IpNet> = prev.ips.iter().map(|ip| ip.address).collect();
+    if addrs.is_empty() {
+        return Err(CniError::new(
+            INVALID_NETWORK_CONFIG,
+            "prevResult has no IP address: put rmasq after a plugin that assigns the pod's addresses (e.g. bridge with IPAM)",
+        ));
+    }
+    Ok(addrs)
+}
+
+impl Plugin for Rmasq {
+    fn add(&self, call: &Call) -> Result<CniResult> {
+        let (masq, opts) = setup(call)?;
+        let prev = call.require_prev_result(INFO.name)?;
+        let addrs = pod_addrs(&prev)?;
+        masq.setup(
+            &call.conf.name,
+            &call.container_id,
+            &call.ifname,
+            &addrs,
+            &opts,
+        )?;
+        Ok(prev)
+    }
+
+    /// Works from the recorded state alone: no netns, no prevResult needed.
+    fn del(&self, call: &Call) -> Result<()> {
+        let (masq, _) = setup(call)?;
+        masq.teardown(&call.conf.name, &call.container_id, &call.ifname)
+    }
+
+    fn check(&self, call: &Call) -> Result<()> {
+        let (masq, opts) = setup(call)?;
+        let prev = call.require_prev_result(INFO.name)?;
+        let addrs = pod_addrs(&prev)?;
+        masq.check(
+            &call.conf.name,
+            &call.container_id,
+            &call.ifname,
+            Some(&addrs),
+            &opts,
+        )
+    }
+
+    fn gc(&self, call: &Call) -> Result<()> {
+        let (masq, _) = setup(call)?;
+        masq.gc(&call.conf.name, &call.valid_attachments()?)
+    }
+
+    fn status(&self, call: &Call) -> Result<()> {
+        let (masq, opts) = setup(call)?;
+        masq.status(&opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_types::skel::{execute, CniEnv};
+
+    fn env(cmd: &str) -> CniEnv {
+        CniEnv {
+            command: Some(cmd.into()),
+            container_id: Some("c1".into()),
+            netns: Some("/proc/self/ns/net".into()),
+            ifname: Some("eth0".into()),
+            args: None,
+            path: Some("/usr/lib/cni".into()),
+        }
+    }
+
+    fn run(cmd: &str, conf: serde_json::Value) -> serde_json::Value {
+        let out = execute(&Rmasq, &INFO, &env(cmd), conf.to_string().as_bytes());
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    #[test]
+    fn add_without_prev_result_or_addresses_is_code_7() {
+        let conf = serde_json::json!({"cniVersion":"1.0.0","name":"n","type":"rmasq"});
+        let out = run("ADD", conf.clone());
+        assert_eq!(out["code"], 7);
+        assert!(out["msg"].as_str().unwrap().contains("prevResult"));
+        let mut with_prev = conf;
+        with_prev["prevResult"] =
+            serde_json::json!({"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}]});
+        let out = run("ADD", with_prev);
+        assert_eq!(out["code"], 7);
+        assert!(out["msg"].as_str().unwrap().contains("no IP address"));
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        for (key, value) in [
+            ("backend", serde_json::json!("ipfw")),
+            ("nonMasqueradeCIDRs", serde_json::json!(["10.0.0.0/33"])),
+            ("masqLinkLocal", serde_json::json!("maybe")),
+            ("allowForward", serde_json::json!(3)),
+        ] {
+            let mut conf = serde_json::json!({"cniVersion":"1.0.0","name":"n","type":"rmasq",
+                "prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.5/24"}]}});
+            conf[key] = value;
+            let out = run("ADD", conf);
+            assert_eq!(out["code"], 7, "{key}: {out}");
+            assert!(out["msg"].as_str().unwrap().contains(key), "{out}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! On-disk state, so DEL works from (network, containerID, ifname) alone and never removes what
+//! another attachment still needs. Every operation is O(1) in the number of pods:
+//!
+//! ```text
+//! <dir>/lock                                      flock held around every read-modify-write
+//! <dir>/default-backend                           the detected backend, decided once
+//! <dir>/attachments/<network>/<cid>:<ifname>      JSON Record: backend, (class, address) pairs
+//! <dir>/classes/<id>.json                         JSON Class: enough to remove its rules
+//! <dir>/members/<id>/<address>/<net>:<cid>:<if>   empty file: this attachment uses this address
+//! ```
+//!
+//! An address (and with the last address, its class) is removed from the firewall only when no
+//! other attachment owns it, so a pod that reuses the address of a pod whose DEL never came keeps
+//! its masquerade. ':' separates fields because neither IDs, ifnames nor network names contain it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use cni_types::error::{CniError, Context, Result, IO_FAILURE};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::class::{BackendKind, Class};
+
+/// What one attachment added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub network: String,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    pub backend: BackendKind,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub class: String,
+    pub address: IpAddr,
+}
+
+impl Record {
+    pub fn owner(&self) -> String {
+        owner_key(&self.network, &self.container_id, &self.ifname)
+    }
+}
+
+pub fn owner_key(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{network}:{container_id}:{ifname}")
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// The store with its lock held; dropping it releases the lock.
+pub struct Locked<'a> {
+    store: &'a Store,
+    _lock: Flock<File>,
+}
+
+fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> CniError {
+    CniError::io(format!("{what} {}: {e}", path.display()))
+}
+
+/// Writes through a temporary file and rename, so readers never see half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes).map_err(|e| io_err("cannot write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err("cannot rename into", path, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CniError::decode(format!("corrupt state file {}: {e}", path.display()))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("cannot read", path, e)),
+    }
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(io_err("cannot remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Removes `dir` if it is empty; a non-empty or missing dir is fine.
+fn remove_dir_if_empty(dir: &Path) {
+    let _ = fs::remove_dir(dir);
+}
+
+/// True if `dir` has an entry whose name is not in `except`. Stops at the first such entry, so
+/// the cost does not grow with the size of the directory.
+fn has_entry_except(dir: &Path, except: &[String]) -> Result<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("cannot list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("cannot list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !except.contains(&name) && !name.contains(".tmp") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the exclusive lock, creating the state dir on first use.
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| io_err("cannot create state dir", &self.dir, e))?;
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err("cannot open lock", &path, e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err("cannot lock", &path, e))?;
+        Ok(Locked {
+            store: self,
+            _lock: lock,
+        })
+    }
+
+    pub fn default_backend_path(&self) -> PathBuf {
+        self.dir.join("default-backend")
+    }
+}
+
+impl Locked<'_> {
+    fn dir(&self) -> &Path {
+        &self.store.dir
+    }
+
+    fn record_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir()
+            .join("attachments")
+            .join(network)
+            .join(format!("{container_id}:{ifname}"))
+    }
+
+    fn class_path(&self, id: &str) -> PathBuf {
+        self.dir().join("classes").join(format!("{id}.json"))
+    }
+
+    fn member_dir(&self, class: &str, addr: IpAddr) -> PathBuf {
+        self.dir()
+            .join("members")
+            .join(class)
+            .join(addr.to_string())
+    }
+
+    pub fn record(&self, network: &str, cid: &str, ifname: &str) -> Result<Option<Record>> {
+        read_json(&self.record_path(network, cid, ifname))
+    }
+
+    pub fn put_record(&self, r: &Record) -> Result<()> {
+        let path = self.record_path(&r.network, &r.container_id, &r.ifname);
+        let dir = path.parent().expect("record paths have a parent");
+        fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+        let bytes = serde_json::to_vec(r).cni(IO_FAILURE, || "cannot encode state")?;
+        write_atomic(&path, &bytes)
+    }
+
+    pub fn remove_record(&self, r: &Record) -> Result<()> {
+        remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
+    }
+
+    /// Every record of `network` (for GC, which is rare; the only call that lists all pods).
+    pub fn records(&self, network: &str) -> Result<Vec<Record>> {
+        let dir = self.dir().join("attachments").join(network);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().contains(".tmp") {
+                continue;
+            }
+            if let Some(r) = read_json(&entry.path())? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn class(&self, id: &str) -> Result<Option<Class>> {
+        read_json(&self.class_path(id))
+    }
+
+    pub fn put_class(&self, c: &Class) -> Result<()> {
+        let path = self.class_path(&c.id);
+        let dir = path.parent().expect("class paths have a parent");
+        fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+        let bytes = serde_json::to_vec(c).cni(IO_FAILURE, || "cannot encode state")?;
+        write_atomic(&path, &bytes)
+    }
+
+    pub fn remove_class(&self, id: &str) -> Result<()> {
+        remove_file(&self.class_path(id))?;
+        remove_dir_if_empty(&self.dir().join("members").join(id));
+        Ok(())
+    }
+
+    /// Every class of `backend`: one per network, subnet and policy, however many pods.
+    pub fn classes(&self, backend: BackendKind) -> Result<Vec<Class>> {
+        let dir = self.dir().join("classes");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            if let Some(c) = read_json::<Class>(&entry.path())? {
+                if c.backend == backend {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Does an attachment other than `owner` own `addr` in `class`?
+    pub fn other_owners(&self, class: &str, addr: IpAddr, owner: &str) -> Result<bool> {
+        has_entry_except(&self.member_dir(class, addr), &[owner.to_string()])
+    }
+
+    /// Does `class` have addresses other than `leaving`?
+    pub fn other_members(&self, class: &str, leaving: &[IpAddr]) -> Result<bool> {
+        let except: Vec<String> = leaving.iter().map(IpAddr::to_string).collect();
+        has_entry_except(&self.dir().join("members").join(class), &except)
+    }
+
+    pub fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
+        let dir = self.member_dir(class, addr);
+        fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        let path = dir.join(owner);
+        File::create(&path).map_err(|e| io_err("cannot create", &path, e))?;
+        Ok(())
+    }
+
+    pub fn remove_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
+        let dir = self.member_dir(class, addr);
+        remove_file(&dir.join(owner))?;
+        remove_dir_if_empty(&dir);
+        remove_dir_if_empty(dir.parent().expect("member dirs have a parent"));
+        Ok(())
+    }
+
+    /// Owner files of `network` whose attachment has no record (left by a crash between writes),
+    /// as (class, address, containerID, ifname). Scans every member: for GC only.
+    pub fn orphan_owners(&self, network: &str) -> Result<Vec<(String, IpAddr, String, String)>> {
+        let mut out = Vec::new();
+        let root = self.dir().join("members");
+        let Ok(classes) = fs::read_dir(&root) else {
+            return Ok(out);
+        };
+        let prefix = format!("{network}:");
+        for class in classes.flatten() {
+            let class_id = class.file_name().to_string_lossy().into_owned();
+            for addr in fs::read_dir(class.path()).into_iter().flatten().flatten() {
+                let Ok(ip) = addr.file_name().to_string_lossy().parse::<IpAddr>() else {
+                    continue;
+                };
+                for owner in fs::read_dir(addr.path()).into_iter().flatten().flatten() {
+                    let name = owner.file_name().to_string_lossy().into_owned();
+                    let Some(rest) = name.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    let Some((cid, ifname)) = rest.split_once(':') else {
+                        continue;
+                    };
+                    if self.record(network, cid, ifname)?.is_none() {
+                        out.push((class_id.clone(), ip, cid.to_string(), ifname.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!(
+            "rmasq-state-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        (dir.clone(), Store::new(dir))
+    }
+
+    #[test]
+    fn owners_count_per_address_and_class() {
+        let (dir, s) = store();
+        let l = s.lock().unwrap();
+        let a: IpAddr = "10.1.0.5".parse().unwrap();
+        let b: IpAddr = "10.1.0.6".parse().unwrap();
+        l.add_owner("c1", a, "n:x:eth0").unwrap();
+        assert!(!l.other_owners("c1", a, "n:x:eth0").unwrap());
+        l.add_owner("c1", a, "n:y:eth0").unwrap();
+        assert!(l.other_owners("c1", a, "n:x:eth0").unwrap());
+        assert!(!l.other_members("c1", &[a]).unwrap());
+        l.add_owner("c1", b, "n:z:eth0").unwrap();
+        assert!(l.other_members("c1", &[a]).unwrap());
+        l.remove_owner("c1", a, "n:x:eth0").unwrap();
+        l.remove_owner("c1", a, "n:x:eth0").unwrap();
+        assert!(!l.other_owners("c1", a, "n:y:eth0").unwrap());
+        assert_eq!(
+            l.orphan_owners("n").unwrap().len(),
+            2,
+            "owners without records"
+        );
+        l.remove_owner("c1", a, "n:y:eth0").unwrap();
+        l.remove_owner("c1", b, "n:z:eth0").unwrap();
+        assert!(!dir.join("members/c1").exists());
+        drop(l);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let (dir, s) = store();
+        let l = s.lock().unwrap();
+        let r = Record {
+            network: "n".into(),
+            container_id: "abc".into(),
+            ifname: "eth0".into(),
+            backend: BackendKind::Nftables,
+            entries: vec![Entry {
+                class: "c1".into(),
+                address: "fd00::5".parse().unwrap(),
+            }],
+        };
+        l.put_record(&r).unwrap();
+        assert_eq!(l.record("n", "abc", "eth0").unwrap(), Some(r.clone()));
+        assert_eq!(l.records("n").unwrap(), vec![r.clone()]);
+        l.remove_record(&r).unwrap();
+        l.remove_record(&r).unwrap();
+        assert_eq!(l.record("n", "abc", "eth0").unwrap(), None);
+        drop(l);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
