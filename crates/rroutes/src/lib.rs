@@ -1,1 +1,30 @@
-//! rroutes (not yet written).
+//! rroutes: the chained CNI plugin for routes, in the pod and towards the other nodes.
+//!
+//! In the pod, on CNI_IFNAME only, in this order: `flushRoutes`, `flushGateway`, `delRoutes`,
+//! `addRoutes` (see [`conf`] for the keys and how `args.cni` combines with them). The result it
+//! passes on is prevResult with exactly those changes. In the node's netns: `hostRoutes`, ensured
+//! on every ADD and reconciled by `rroutes sync --conflist FILE` (see [`host`]).
+
+pub mod conf;
+pub mod host;
+pub mod plugin;
+pub mod pod;
+
+use cni_types::{CniError, PluginInfo, Result};
+
+pub use conf::{Conf, DEFAULT_PROTOCOL};
+pub use plugin::RRoutes;
+
+pub const INFO: PluginInfo = PluginInfo {
+    name: "rroutes",
+    version: env!("CARGO_PKG_VERSION"),
+    about: "chained plugin: routes of the pod interface (route-override keys) and routes to other nodes",
+};
+
+/// A single-threaded runtime for the netlink sessions of one call.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::io(format!("cannot start the netlink runtime: {e}")))
+}

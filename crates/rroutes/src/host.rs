@@ -1,0 +1,209 @@
+//! hostRoutes: routes in the node's own netns (main table), marked with rroutes' protocol so
+//! `rroutes sync` can tell the routes it installed from everyone else's without a state file.
+
+use std::path::Path;
+
+use cni_netlink::{Netlink, RouteSpec, RTN_UNICAST, RT_TABLE_MAIN};
+use cni_types::error::{CHECK_MISMATCH, INVALID_NETWORK_CONFIG, IO_FAILURE, NETLINK_FAILURE};
+use cni_types::{CniError, NetConfList, Result};
+
+use crate::conf::{describe, Conf, HostRoute};
+
+/// What ensuring (and pruning) did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub added: Vec<RouteSpec>,
+    /// (old, new): one of ours whose gateway changed.
+    pub replaced: Vec<(RouteSpec, RouteSpec)>,
+    pub removed: Vec<RouteSpec>,
+    pub kept: usize,
+}
+
+/// Unicast routes of the main table, of the families asked for.
+async fn main_routes(nl: &Netlink, v4: bool, v6: bool) -> Result<Vec<RouteSpec>> {
+    let mut all = Vec::new();
+    if v4 {
+        all.extend(nl.routes(false).await?);
+    }
+    if v6 {
+        all.extend(nl.routes(true).await?);
+    }
+    all.retain(|k| k.table_or_main() == RT_TABLE_MAIN && k.kind == Some(RTN_UNICAST));
+    Ok(all)
+}
+
+fn families(routes: &[HostRoute]) -> (bool, bool) {
+    (
+        routes.iter().any(|r| r.dst.addr().is_ipv4()),
+        routes.iter().any(|r| r.dst.addr().is_ipv6()),
+    )
+}
+
+fn at(i: usize, e: CniError) -> CniError {
+    CniError {
+        msg: format!("hostRoutes[{i}] in the node netns: {}", e.msg),
+        ..e
+    }
+}
+
+/// Makes every route of `routes` present, idempotently: an identical route (whoever installed it)
+/// is left alone, one of ours with another gateway is replaced, anyone else's route with the
+/// same destination and metric is an error rather than silently taken over.
+pub async fn ensure(
+    nl: &Netlink,
+    routes: &[HostRoute],
+    protocol: u8,
+    report: &mut Report,
+) -> Result<()> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let (v4, v6) = families(routes);
+    let existing = main_routes(nl, v4, v6).await?;
+    for (i, h) in routes.iter().enumerate() {
+        let want = h.spec(Some(protocol));
+        if existing.iter().any(|k| want.same_route(k)) {
+            report.kept += 1;
+            continue;
+        }
+        match existing.iter().find(|k| want.same_key(k)) {
+            Some(k) if k.protocol == Some(protocol) => {
+                nl.replace_route(&want).await.map_err(|e| at(i, e))?;
+                report.replaced.push((k.clone(), want));
+            }
+            Some(k) => {
+                return Err(at(
+                    i,
+                    CniError::new(
+                        NETLINK_FAILURE,
+                        format!(
+                            "route {} via {} conflicts with the node's route {} (proto {}), which rroutes did not install: remove that route or this entry",
+                            h.dst,
+                            h.gw,
+                            describe(k, ""),
+                            k.protocol.unwrap_or(0)
+                        ),
+                    ),
+                ))
+            }
+            None => {
+                if nl.add_route(&want).await.map_err(|e| at(i, e))? {
+                    report.added.push(want);
+                } else {
+                    // Another ADD won the race; fine if it installed the same route.
+                    let now = main_routes(nl, h.dst.addr().is_ipv4(), h.dst.addr().is_ipv6())
+                        .await?;
+                    if !now.iter().any(|k| want.same_route(k)) {
+                        return Err(at(
+                            i,
+                            CniError::new(
+                                NETLINK_FAILURE,
+                                format!(
+                                    "route {} via {}: another route with this destination appeared meanwhile",
+                                    h.dst, h.gw
+                                ),
+                            ),
+                        ));
+                    }
+                    report.kept += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the routes marked with `protocol` in the main table that `routes` does not list.
+pub async fn prune(
+    nl: &Netlink,
+    routes: &[HostRoute],
+    protocol: u8,
+    report: &mut Report,
+) -> Result<()> {
+    let wanted: Vec<RouteSpec> = routes.iter().map(|h| h.spec(None)).collect();
+    for k in main_routes(nl, true, true).await? {
+        if k.protocol == Some(protocol) && !wanted.iter().any(|w| w.same_route(&k)) {
+            nl.del_route(&k).await.map_err(|e| CniError {
+                msg: format!("removing a route no longer listed in hostRoutes: {}", e.msg),
+                ..e
+            })?;
+            report.removed.push(k);
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: every hostRoute is in the node netns exactly.
+pub async fn check(nl: &Netlink, routes: &[HostRoute]) -> Result<()> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let (v4, v6) = families(routes);
+    let existing = main_routes(nl, v4, v6).await?;
+    for (i, h) in routes.iter().enumerate() {
+        let want = h.spec(None);
+        if existing.iter().any(|k| want.same_route(k)) {
+            continue;
+        }
+        let msg = match existing.iter().find(|k| want.same_key(k)) {
+            Some(k) => format!(
+                "hostRoutes[{i}]: node route {} via {} has changed: the node has {}",
+                h.dst,
+                h.gw,
+                describe(k, "")
+            ),
+            None => format!("hostRoutes[{i}]: node route {} via {} is missing", h.dst, h.gw),
+        };
+        return Err(CniError::new(CHECK_MISMATCH, msg));
+    }
+    Ok(())
+}
+
+/// `rroutes sync --conflist FILE`: ensures the hostRoutes of the conflist's rroutes entries in
+/// the current netns and removes the routes with their protocol that the file no longer lists.
+pub fn sync(conflist: &Path) -> Result<Report> {
+    let bytes = std::fs::read(conflist).map_err(|e| {
+        CniError::new(
+            IO_FAILURE,
+            format!("cannot read conflist {}: {e}", conflist.display()),
+        )
+    })?;
+    let list = NetConfList::from_slice(&bytes).map_err(|e| CniError {
+        msg: format!("{}: {}", conflist.display(), e.msg),
+        ..e
+    })?;
+    // Entries grouped by protocol: each protocol's routes are pruned against all its entries.
+    let mut groups: Vec<(u8, Vec<HostRoute>)> = Vec::new();
+    for (i, plugin) in list.plugins.iter().enumerate() {
+        if plugin.get("type").and_then(|t| t.as_str()) != Some("rroutes") {
+            continue;
+        }
+        let conf = Conf::from_value(&list.plugin_config(i)?).map_err(|e| CniError {
+            msg: format!("{} plugins[{i}]: {}", conflist.display(), e.msg),
+            ..e
+        })?;
+        match groups.iter_mut().find(|(p, _)| *p == conf.protocol) {
+            Some((_, routes)) => routes.extend(conf.host_routes),
+            None => groups.push((conf.protocol, conf.host_routes)),
+        }
+    }
+    if groups.is_empty() {
+        return Err(CniError::new(
+            INVALID_NETWORK_CONFIG,
+            format!(
+                "conflist {} has no plugin of type \"rroutes\"",
+                conflist.display()
+            ),
+        ));
+    }
+    let rt = crate::runtime()?;
+    rt.block_on(async {
+        let nl = Netlink::open(None)?;
+        let mut report = Report::default();
+        for (protocol, routes) in &groups {
+            ensure(&nl, routes, *protocol, &mut report).await?;
+            prune(&nl, routes, *protocol, &mut report).await?;
+        }
+        Ok(report)
+    })
+}
