@@ -1,6 +1,8 @@
 //! Support for end-to-end tests: the real libcni (built offline from Debian's source) driving
 //! the shipped conflists inside a node namespace, as containerd or CRI-O would.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -51,6 +51,29 @@ impl Netns {
             name.len() <= MAX_NAME,
             "netns name {name} is longer than {MAX_NAME} characters: use a shorter role"
         );
+        Netns::create(name)
+    }
+
+    /// A namespace with exactly this name (for the demo, whose namespaces a person inspects
+    /// and a later `down` removes). Deleted on drop unless [`Netns::keep`] is called.
+    pub fn named(name: &str) -> Netns {
+        assert!(
+            name.len() <= MAX_NAME,
+            "netns name {name} is longer than {MAX_NAME} characters"
+        );
+        let euid = nix::unistd::geteuid();
+        if !euid.is_root() {
+            panic!("network namespaces need root: euid is {euid}, not 0");
+        }
+        Netns::create(name.to_string())
+    }
+
+    /// Leaves the namespace in place when this value goes away.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+
+    fn create(name: String) -> Netns {
         match Command::new("ip").args(["netns", "add", &name]).output() {
             Err(e) => {
                 panic!("network-namespace tests need root and netns support: cannot run ip: {e}")

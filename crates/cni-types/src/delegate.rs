@@ -155,7 +155,8 @@ mod tests {
 
     impl Plugins {
         fn new(tag: &str) -> Plugins {
-            let dir = std::env::temp_dir().join(format!("cni-delegate-{tag}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("cni-delegate-{tag}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             Plugins(dir)
         }
@@ -189,7 +190,8 @@ mod tests {
         }
     }
 
-    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"rbridge","ipam":{"type":"fake"}}"#;
+    const CONF: &str =
+        r#"{"cniVersion":"1.0.0","name":"n","type":"rbridge","ipam":{"type":"fake"}}"#;
 
     #[test]
     fn result_in_another_version_is_converted() {
@@ -207,7 +209,13 @@ mod tests {
         assert_eq!(r.ips[0].address.to_string(), "10.1.0.7/24");
         assert_eq!(std::fs::read_to_string(p.0.join("stdin")).unwrap(), CONF);
         let env = std::fs::read_to_string(p.0.join("env")).unwrap();
-        for line in ["CNI_COMMAND=ADD", "CNI_CONTAINERID=c1", "CNI_IFNAME=eth0", "CNI_NETNS=/run/netns/x", "CNI_ARGS=IgnoreUnknown=1"] {
+        for line in [
+            "CNI_COMMAND=ADD",
+            "CNI_CONTAINERID=c1",
+            "CNI_IFNAME=eth0",
+            "CNI_NETNS=/run/netns/x",
+            "CNI_ARGS=IgnoreUnknown=1",
+        ] {
             assert!(env.lines().any(|l| l == line), "{line} missing in\n{env}");
         }
     }
@@ -215,7 +223,10 @@ mod tests {
     #[test]
     fn delegate_error_is_passed_through() {
         let p = Plugins::new("err");
-        p.add("fake", r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"lock held"}'; exit 1"#);
+        p.add(
+            "fake",
+            r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"lock held"}'; exit 1"#,
+        );
         let e = add(&p.call(CONF), "fake").unwrap_err();
         assert_eq!(e, CniError::new(11, "busy").with_details("lock held"));
     }
@@ -226,7 +237,11 @@ mod tests {
         p.add("fake", "echo 'segfault or so' >&2; exit 2");
         let e = del(&p.call(CONF), "fake").unwrap_err();
         assert_eq!(e.code, DELEGATE_FAILED);
-        assert!(e.msg.contains("fake") && e.msg.contains("segfault"), "{}", e.msg);
+        assert!(
+            e.msg.contains("fake") && e.msg.contains("segfault"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
@@ -234,16 +249,26 @@ mod tests {
         let p = Plugins::new("missing");
         let e = add(&p.call(CONF), "nope").unwrap_err();
         assert_eq!(e.code, INVALID_NETWORK_CONFIG);
-        assert!(e.msg.contains("nope") && e.msg.contains("CNI_PATH"), "{}", e.msg);
+        assert!(
+            e.msg.contains("nope") && e.msg.contains("CNI_PATH"),
+            "{}",
+            e.msg
+        );
         for bad in ["../../bin/sh", "/bin/sh", "", ".."] {
-            assert_eq!(find_plugin(bad, &[p.0.clone()]).unwrap_err().code, INVALID_NETWORK_CONFIG);
+            assert_eq!(
+                find_plugin(bad, &[p.0.clone()]).unwrap_err().code,
+                INVALID_NETWORK_CONFIG
+            );
         }
     }
 
     #[test]
     fn undo_runs_del_unless_disarmed() {
         let p = Plugins::new("undo");
-        p.add("fake", &format!("echo $CNI_COMMAND >> {}/verbs; echo '{{}}'", p.0.display()));
+        p.add(
+            "fake",
+            &format!("echo $CNI_COMMAND >> {}/verbs; echo '{{}}'", p.0.display()),
+        );
         let call = p.call(CONF);
         drop(UndoAdd::new(&call, "fake"));
         UndoAdd::new(&call, "fake").disarm();
