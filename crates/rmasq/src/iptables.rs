@@ -39,14 +39,31 @@ fn cmd(v4: bool) -> &'static str {
 }
 
 /// Built directly rather than with `iptables::new`, which runs `iptables --version` on every
-/// call; `-C` and `--wait` exist since 1.4.20 (2013).
+/// call; `-C` and `--wait` exist since 1.4.20 (2013). Not `is_numeric`: the crate then passes
+/// `-n` to `-S`, which iptables refuses. We never use `-L`, the one listing that resolves names.
 fn ipt(v4: bool) -> IPTables {
     IPTables {
         cmd: cmd(v4),
         has_check: true,
         has_wait: true,
-        is_numeric: true,
+        is_numeric: false,
     }
+}
+
+/// The `-S` listing of `chain`, or None if the chain does not exist.
+fn list_chain(t: &IPTables, table: &str, chain: &str) -> Result<Option<Vec<String>>> {
+    let out = run(t.execute(table, &format!("-S {chain}")), || {
+        format!("{} -t {table} -S {chain}", t.cmd)
+    })?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect(),
+    ))
 }
 
 pub fn nat_chain(c: &Class) -> String {
@@ -93,9 +110,7 @@ fn run<T>(
 }
 
 fn ensure_chain(t: &IPTables, table: &str, chain: &str) -> Result<()> {
-    if !run(t.chain_exists(table, chain), || {
-        format!("{} -t {table} -L {chain}", t.cmd)
-    })? {
+    if list_chain(t, table, chain)?.is_none() {
         run(t.new_chain(table, chain), || {
             format!("{} -t {table} -N {chain}", t.cmd)
         })?;
@@ -147,7 +162,7 @@ fn drop_class(c: &Class) -> Result<()> {
     let t = ipt(c.is_v4());
     let chain = nat_chain(c);
     delete_if_present(&t, "nat", "POSTROUTING", &jump_rule(c))?;
-    if run(t.chain_exists("nat", &chain), || chain.clone())? {
+    if list_chain(&t, "nat", &chain)?.is_some() {
         run(t.flush_chain("nat", &chain), || {
             format!("{} -t nat -F {chain}", t.cmd)
         })?;
@@ -196,16 +211,14 @@ pub fn drop_forward(c: &Class) -> Result<()> {
         return Ok(());
     }
     let t = ipt(c.is_v4());
-    if !run(t.chain_exists("filter", FORWARD_CHAIN), || {
-        FORWARD_CHAIN.into()
-    })? {
+    if list_chain(&t, "filter", FORWARD_CHAIN)?.is_none() {
         return Ok(());
     }
     for rule in forward_rules(c) {
         delete_if_present(&t, "filter", FORWARD_CHAIN, &rule)?;
     }
-    let left = run(t.list("filter", FORWARD_CHAIN), || FORWARD_CHAIN.into())?;
-    if left.iter().all(|l| !l.starts_with("-A ")) {
+    let left = list_chain(&t, "filter", FORWARD_CHAIN)?.unwrap_or_default();
+    if !left.iter().any(|l| l.starts_with("-A ")) {
         delete_if_present(&t, "filter", "FORWARD", FORWARD_JUMP)?;
         run(t.delete_chain("filter", FORWARD_CHAIN), || {
             format!("{} -t filter -X {FORWARD_CHAIN}", t.cmd)
