@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use crate::error::{CniError, Result, DELEGATE_FAILED, INVALID_NETWORK_CONFIG, IO_FAILURE};
 use crate::result::CniResult;
@@ -37,6 +37,19 @@ pub fn find_plugin(name: &str, path: &[PathBuf]) -> Result<PathBuf> {
 /// Runs plugin `name` for `verb` with `stdin`; returns its stdout on success and its own error
 /// (code, msg, details) on failure.
 pub fn exec(call: &Call, name: &str, verb: Verb, stdin: &[u8]) -> Result<Vec<u8>> {
+    start(call, name, verb, stdin)?.finish()
+}
+
+/// A delegate started by [`start`] and not yet waited for.
+pub struct Running {
+    name: String,
+    child: Option<Child>,
+}
+
+/// Starts plugin `name` for `verb` with `stdin` and returns at once, so the caller can work while
+/// the delegate runs (rbridge builds the veth while IPAM allocates). [`Running::finish`] collects
+/// the outcome; dropping it unfinished waits for the child, so none is left behind.
+pub fn start(call: &Call, name: &str, verb: Verb, stdin: &[u8]) -> Result<Running> {
     let binary = find_plugin(name, &call.path)?;
     let mut child = Command::new(&binary)
         .envs(call.env_for(verb))
@@ -54,31 +67,63 @@ pub fn exec(call: &Call, name: &str, verb: Verb, stdin: &[u8]) -> Result<Vec<u8>
     if let Some(mut input) = child.stdin.take() {
         let _ = input.write_all(stdin);
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CniError::new(IO_FAILURE, format!("waiting for plugin {name}: {e}")))?;
-    if !out.stderr.is_empty() {
-        // Keep the delegate's diagnostics where the runtime collects ours.
-        let _ = std::io::stderr().write_all(&out.stderr);
+    Ok(Running {
+        name: name.to_string(),
+        child: Some(child),
+    })
+}
+
+impl Running {
+    /// Waits for the delegate: its stdout on success, its own error on failure.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        let name = std::mem::take(&mut self.name);
+        let child = self.child.take().expect("finish runs once");
+        let out = child
+            .wait_with_output()
+            .map_err(|e| CniError::new(IO_FAILURE, format!("waiting for plugin {name}: {e}")))?;
+        if !out.stderr.is_empty() {
+            // Keep the delegate's diagnostics where the runtime collects ours.
+            let _ = std::io::stderr().write_all(&out.stderr);
+        }
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        Err(CniError::from_json(&out.stdout).unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            });
+            CniError::new(
+                DELEGATE_FAILED,
+                format!(
+                    "plugin {name} failed ({}) without a CNI error: {}",
+                    out.status,
+                    text.trim()
+                ),
+            )
+        }))
     }
-    if out.status.success() {
-        return Ok(out.stdout);
+
+    /// Waits for an ADD and decodes its result whatever version it answered in.
+    pub fn finish_add(self, version: crate::version::SpecVersion) -> Result<CniResult> {
+        let name = self.name.clone();
+        let out = self.finish()?;
+        CniResult::from_slice(&out, version)
+            .map_err(|e| CniError::decode(format!("result of plugin {name}: {}", e.msg)))
     }
-    Err(CniError::from_json(&out.stdout).unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(if out.stdout.is_empty() {
-            &out.stderr
-        } else {
-            &out.stdout
-        });
-        CniError::new(
-            DELEGATE_FAILED,
-            format!(
-                "plugin {name} failed ({}) without a CNI error: {}",
-                out.status,
-                text.trim()
-            ),
-        )
-    }))
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Close our ends first so a chatty child cannot block on a full pipe, then reap it:
+            // an undo (DEL) must not race the ADD still running.
+            drop(child.stdout.take());
+            drop(child.stderr.take());
+            let _ = child.wait();
+        }
+    }
 }
 
 /// ADD through the delegate, result decoded whatever version it answered in.
@@ -260,6 +305,29 @@ mod tests {
                 INVALID_NETWORK_CONFIG
             );
         }
+    }
+
+    #[test]
+    fn started_delegate_runs_while_caller_works() {
+        let p = Plugins::new("start");
+        p.add(
+            "fake",
+            &format!(
+                "cat > /dev/null; echo $CNI_COMMAND >> {}/verbs; echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.1.0.9/24\"}}]}}'",
+                p.0.display()
+            ),
+        );
+        let call = p.call(CONF);
+        let running = start(&call, "fake", Verb::Add, &call.stdin).unwrap();
+        let r = running.finish_add(call.version).unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.1.0.9/24");
+        // Dropped unfinished: reaped, so its effect is visible right after.
+        drop(start(&call, "fake", Verb::Del, &call.stdin).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(p.0.join("verbs")).unwrap(),
+            "ADD\nDEL\n"
+        );
+        assert!(start(&call, "nope", Verb::Add, &call.stdin).is_err());
     }
 
     #[test]
