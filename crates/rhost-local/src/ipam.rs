@@ -1,0 +1,300 @@
+//! The verbs on a locked store: what to reserve, release, check or collect.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use cni_types::error::{
+    CniError, Result, ADDRESS_IN_USE, ADDRESS_POOL_EXHAUSTED, CHECK_MISMATCH, PLUGIN_NOT_AVAILABLE,
+    UNKNOWN_CONTAINER,
+};
+use cni_types::{Attachment, CniResult};
+
+use crate::config::{Config, Requested};
+use crate::store::{NetworkDir, Owner, Rebuilt, Slot, Store};
+
+/// One address handed out: the range set it is from and the address.
+pub type Allocation = (usize, IpAddr);
+
+/// What `owner` holds, exact reservations and old-format ones of the same container (which
+/// upstream also counts as this attachment's), sorted.
+fn held(store: &mut Store, owner: &Owner) -> Result<Vec<IpAddr>> {
+    let mut ips = store.owned(owner)?;
+    ips.extend(store.owned(&owner.old_format())?);
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+/// ADD: one address per range set, all or nothing. An attachment that already holds addresses
+/// (ADD retried without DEL) gets them back; only the missing range sets are allocated.
+pub fn add(
+    store: &mut Store,
+    conf: &Config,
+    owner: &Owner,
+    requested: &[Option<Requested>],
+) -> Result<Vec<Allocation>> {
+    let had = held(store, owner)?;
+    let mut fresh: Vec<Allocation> = Vec::new();
+    let outcome = allocate(store, conf, owner, requested, &had, &mut fresh);
+    match outcome {
+        Ok(all) => {
+            for (set, ip) in &fresh {
+                store.set_last_reserved(*set, *ip)?;
+            }
+            let mut mine = store.owned(owner)?;
+            mine.extend(fresh.iter().map(|(_, ip)| *ip));
+            store.set_owned(owner, &mine)?;
+            Ok(all)
+        }
+        Err(e) => {
+            for (_, ip) in &fresh {
+                store.release(*ip, owner)?;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn allocate(
+    store: &mut Store,
+    conf: &Config,
+    owner: &Owner,
+    requested: &[Option<Requested>],
+    had: &[IpAddr],
+    fresh: &mut Vec<Allocation>,
+) -> Result<Vec<Allocation>> {
+    let mut out = Vec::with_capacity(conf.range_sets.len());
+    for (i, set) in conf.range_sets.iter().enumerate() {
+        let existing = had.iter().copied().find(|ip| set.contains(*ip));
+        let ip = match (existing, &requested[i]) {
+            (Some(ip), Some(req)) if ip != req.ip => {
+                return Err(CniError::new(
+                    ADDRESS_IN_USE,
+                    format!(
+                        "{owner} already holds {ip} in {} of network {:?}, but {} was requested ({}): DEL the attachment first to change its address",
+                        set.describe(i),
+                        conf.network,
+                        req.ip,
+                        req.source
+                    ),
+                ));
+            }
+            (Some(ip), _) => ip,
+            (None, Some(req)) => {
+                reserve_requested(store, conf, owner, req)?;
+                fresh.push((i, req.ip));
+                req.ip
+            }
+            (None, None) => {
+                let last = store.dir().last_reserved(i);
+                let mut got = None;
+                for (_, ip) in set.candidates(last) {
+                    if store.reserve(ip, owner)? {
+                        got = Some(ip);
+                        break;
+                    }
+                }
+                let Some(ip) = got else {
+                    return Err(CniError::new(
+                        ADDRESS_POOL_EXHAUSTED,
+                        format!(
+                            "network {:?}: no free address in {}: all {} addresses are in use; release some (DEL, GC) or widen {}",
+                            conf.network,
+                            set.describe(i),
+                            set.capacity(),
+                            set.source
+                        ),
+                    ));
+                };
+                fresh.push((i, ip));
+                ip
+            }
+        };
+        out.push((i, ip));
+    }
+    Ok(out)
+}
+
+fn reserve_requested(
+    store: &mut Store,
+    conf: &Config,
+    owner: &Owner,
+    req: &Requested,
+) -> Result<()> {
+    // Two rounds: a leftover of a killed writer is reclaimed, then the address taken.
+    for _ in 0..2 {
+        if store.reserve(req.ip, owner)? {
+            return Ok(());
+        }
+        match store.dir().slot(req.ip)? {
+            Slot::Leftover => {
+                store.release(req.ip, owner)?;
+            }
+            Slot::Free => {}
+            Slot::Held(other) => {
+                return Err(CniError::new(
+                    ADDRESS_IN_USE,
+                    format!(
+                        "requested address {} ({}) is in use by {other} in network {:?}",
+                        req.ip, req.source, conf.network
+                    ),
+                ))
+            }
+            Slot::NotAFile => break,
+        }
+    }
+    Err(CniError::new(
+        ADDRESS_IN_USE,
+        format!(
+            "requested address {} ({}) cannot be reserved: {} is not a reservation file",
+            req.ip,
+            req.source,
+            store.dir().ip_path(req.ip).display()
+        ),
+    ))
+}
+
+/// DEL: releases what the attachment holds; if it holds nothing, what old-format reservations
+/// of its container hold (upstream's rule). Returns the released addresses.
+pub fn del(store: &mut Store, owner: &Owner) -> Result<Vec<IpAddr>> {
+    let mut victim = owner.clone();
+    let mut ips = store.owned(&victim)?;
+    if ips.is_empty() {
+        victim = owner.old_format();
+        ips = store.owned(&victim)?;
+    }
+    let mut released = Vec::new();
+    for ip in ips {
+        if store.release(ip, &victim)? {
+            released.push(ip);
+        }
+    }
+    store.set_owned(&victim, &[])?;
+    Ok(released)
+}
+
+/// CHECK: the attachment holds one address in every range set, and prevResult (when given)
+/// lists exactly those among its addresses that lie in this network's ranges.
+pub fn check(
+    store: &mut Store,
+    conf: &Config,
+    owner: &Owner,
+    prev: Option<&CniResult>,
+) -> Result<()> {
+    let had = held(store, owner)?;
+    let ours: Vec<Allocation> = conf
+        .range_sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            had.iter()
+                .filter(|ip| s.contains(**ip))
+                .map(move |ip| (i, *ip))
+        })
+        .collect();
+    if ours.is_empty() {
+        return Err(CniError::new(
+            UNKNOWN_CONTAINER,
+            format!(
+                "{owner} holds no address in network {:?}: it was never added, or was deleted",
+                conf.network
+            ),
+        ));
+    }
+    for (i, set) in conf.range_sets.iter().enumerate() {
+        if !ours.iter().any(|(s, _)| *s == i) {
+            return Err(CniError::new(
+                CHECK_MISMATCH,
+                format!(
+                    "{owner} holds no address in {} of network {:?}",
+                    set.describe(i),
+                    conf.network
+                ),
+            ));
+        }
+    }
+    let Some(prev) = prev else {
+        return Ok(());
+    };
+    let listed: Vec<_> = prev
+        .ips
+        .iter()
+        .filter(|c| conf.range_sets.iter().any(|s| s.contains(c.address.addr())))
+        .map(|c| c.address)
+        .collect();
+    for (i, ip) in &ours {
+        let want = conf.range_sets[*i]
+            .range_for(*ip)
+            .expect("found in this set")
+            .with_prefix(*ip);
+        if !listed.contains(&want) {
+            return Err(CniError::new(
+                CHECK_MISMATCH,
+                format!(
+                    "{owner} holds {want} in network {:?}, but prevResult does not list it",
+                    conf.network
+                ),
+            ));
+        }
+    }
+    if let Some(extra) = listed
+        .iter()
+        .find(|a| !ours.iter().any(|(_, ip)| *ip == a.addr()))
+    {
+        return Err(CniError::new(
+            CHECK_MISMATCH,
+            format!(
+                "prevResult lists {extra}, but {owner} does not hold it in network {:?}",
+                conf.network
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// GC: releases every reservation whose attachment is not valid. Old-format reservations
+/// (no ifname) stay while any valid attachment has their container ID. Leftovers of killed
+/// writers go too.
+pub fn gc(store: &mut Store, valid: &[Attachment]) -> Result<Rebuilt> {
+    let pairs: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let ids: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+    store.rebuild(|o| match &o.ifname {
+        Some(ifname) => pairs.contains(&(o.id.as_str(), ifname.as_str())),
+        None => ids.contains(o.id.as_str()),
+    })
+}
+
+/// STATUS: every range set has a free address. Without the lock and without reading more than
+/// a file name per address, starting where the next ADD would: usually one lookup per set.
+pub fn status(conf: &Config) -> Result<()> {
+    let dir = NetworkDir::new(&conf.data_dir, &conf.network);
+    if !dir.exists() {
+        return Ok(());
+    }
+    for (i, set) in conf.range_sets.iter().enumerate() {
+        let last = dir.last_reserved(i);
+        if set.candidates(last).any(|(_, ip)| !dir.is_taken(ip)) {
+            continue;
+        }
+        // All taken: leftovers of killed writers will be reclaimed, so they count as free.
+        if set
+            .candidates(last)
+            .any(|(_, ip)| matches!(dir.slot(ip), Ok(Slot::Leftover)))
+        {
+            continue;
+        }
+        return Err(CniError::new(
+            PLUGIN_NOT_AVAILABLE,
+            format!(
+                "network {:?}: {} is exhausted: all {} addresses are in use",
+                conf.network,
+                set.describe(i),
+                set.capacity()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,639 @@
+//! The on-disk store, file for file what upstream host-local uses, so both plugins can serve one
+//! network at the same time and a node can switch either way:
+//!
+//! ```text
+//! <dataDir>/<network>/
+//!   lock                     flock(2) held by every writer, theirs and ours
+//!   <ip>                     a reservation: "<containerID>\r\n<ifname>" (old: "<containerID>")
+//!   last_reserved_ip.<set>   the address last handed out from range set <set>
+//!   .rhost-local/            ours only: the index
+//!     keys/<id>@<ifname>     the addresses of one attachment ("<id>" for old reservations)
+//!     marker                 the state of the network dir and keys/ when the index was right
+//!     tmp/                   files being written; anything here under the lock is a leftover
+//!     clock                  probe for the timestamp clock (see `wait_for_clock`)
+//! ```
+//!
+//! The reservation files are the truth; the index is a cache that makes ADD, DEL and CHECK cost
+//! the same whatever the number of reservations (upstream reads every file on each call). It is
+//! trusted only while the network dir's and keys/'s (dev, inode, ctime) equal the marker: every
+//! change anyone makes to the set of reservations (create, unlink, rename, by us or by upstream)
+//! changes the dir's ctime, and the kernel sets ctime itself (it cannot be set back). On a
+//! mismatch the index is rebuilt from the files, and only then is the cost proportional to the
+//! number of reservations. Entries are also verified against the file they name before use.
+//!
+//! Nothing of ours can match upstream's DEL, which walks subdirectories and deletes any file whose
+//! trimmed content is `<id>\r\n<ifname>` or `<id>`: index files start with a header line holding
+//! spaces, which IDs and ifnames cannot contain. Only a temp file in tmp/ left by a crash can
+//! match, and deleting it is what we would do anyway.
+//!
+//! Crash safety: a reservation is written to tmp/ first and link(2)ed to `<ip>`, so it appears
+//! whole or not at all, and link fails with EEXIST atomically if the address is taken. Every
+//! writer holds the lock, so an empty or unreadable `<ip>` seen under the lock is a leftover of a
+//! killed writer (upstream creates, then writes): it is reclaimed. The marker is written last; a
+//! kill before that leaves a marker that no longer matches, so the next call rebuilds.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use cni_types::error::{CniError, Result, IO_FAILURE};
+use cni_types::log::Logger;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::testhook::point;
+
+pub const LOCK_FILE: &str = "lock";
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+pub const META_DIR: &str = ".rhost-local";
+/// Upstream's separator between container ID and ifname.
+const LINE_BREAK: &str = "\r\n";
+const KEYS_HEADER: &str = "rhost-local reservations v1";
+const MARKER_HEADER: &str = "rhost-local index v1";
+/// How long to wait for the timestamp clock to tick before giving up on the marker.
+const CLOCK_WAIT: Duration = Duration::from_millis(25);
+
+fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CniError {
+    CniError::new(IO_FAILURE, format!("{what}: {e}"))
+}
+
+/// Who holds a reservation. `ifname` is None for reservations written before upstream recorded
+/// it; those belong to every ifname of the container, as upstream treats them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner {
+    pub id: String,
+    pub ifname: Option<String>,
+}
+
+impl Owner {
+    pub fn new(id: &str, ifname: &str) -> Owner {
+        Owner {
+            id: id.to_string(),
+            ifname: Some(ifname.to_string()),
+        }
+    }
+
+    /// The same container in the old format (no ifname).
+    pub fn old_format(&self) -> Owner {
+        Owner {
+            id: self.id.clone(),
+            ifname: None,
+        }
+    }
+
+    /// A reservation file's content, compared as upstream does (whitespace trimmed). None for an
+    /// empty or binary file: a reservation whose writer was killed.
+    pub fn parse(bytes: &[u8]) -> Option<Owner> {
+        let text = std::str::from_utf8(bytes).ok()?.trim();
+        if text.is_empty() || text.contains('\0') {
+            return None;
+        }
+        Some(match text.split_once(LINE_BREAK) {
+            Some((id, ifname)) => Owner {
+                id: id.to_string(),
+                ifname: Some(ifname.to_string()),
+            },
+            None => Owner {
+                id: text.to_string(),
+                ifname: None,
+            },
+        })
+    }
+
+    /// The file content upstream writes: `<id>\r\n<ifname>`, no trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.ifname {
+            Some(ifname) => format!("{}{LINE_BREAK}{ifname}", self.id).into_bytes(),
+            None => self.id.clone().into_bytes(),
+        }
+    }
+
+    /// File name in keys/: `<id>@<ifname>`, or `<id>` for the old format ('@' cannot be in an
+    /// ID). None when the owner cannot be named that way; such owners are found by a scan.
+    fn key_name(&self) -> Option<String> {
+        let ok = |s: &str| !s.is_empty() && !s.contains(['/', '\0', '\n', '@']);
+        if !ok(&self.id) || self.id.starts_with('.') {
+            return None;
+        }
+        let name = match &self.ifname {
+            Some(ifname) if !ifname.is_empty() && !ifname.contains(['/', '\0', '\n']) => {
+                format!("{}@{ifname}", self.id)
+            }
+            Some(_) => return None,
+            None => self.id.clone(),
+        };
+        (name.len() <= 255).then_some(name)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ifname {
+            Some(i) => write!(f, "container {} ifname {i}", self.id),
+            None => write!(f, "container {} (reservation without ifname)", self.id),
+        }
+    }
+}
+
+/// What `<dir>/<ip>` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    Free,
+    /// Empty or unreadable: a killed writer's leftover (meaningful under the lock only).
+    Leftover,
+    Held(Owner),
+    /// A directory or symlink named like an address: nobody's reservation, left alone, but
+    /// the address cannot be taken either.
+    NotAFile,
+}
+
+/// Read-only view of a network dir, usable without the lock (STATUS).
+#[derive(Debug, Clone)]
+pub struct NetworkDir {
+    pub dir: PathBuf,
+}
+
+impl NetworkDir {
+    pub fn new(data_dir: &Path, network: &str) -> NetworkDir {
+        NetworkDir {
+            dir: data_dir.join(network),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    pub fn ip_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    /// Whether anything at all is at `<ip>` (what link(2) would fail on).
+    pub fn is_taken(&self, ip: IpAddr) -> bool {
+        fs::symlink_metadata(self.ip_path(ip)).is_ok()
+    }
+
+    pub fn slot(&self, ip: IpAddr) -> Result<Slot> {
+        let path = self.ip_path(ip);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Slot::Free),
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+            Ok(m) if !m.is_file() => return Ok(Slot::NotAFile),
+            Ok(_) => {}
+        }
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Owner::parse(&bytes).map_or(Slot::Leftover, Slot::Held)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Slot::Free),
+            Err(e) => Err(io_err(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// `last_reserved_ip.<set>`; None when missing or unreadable (round-robin restarts then,
+    /// as upstream's does).
+    pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
+        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// One reservation file found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub ip: IpAddr,
+    pub owner: Owner,
+}
+
+/// What a rebuild did, for the log and for GC's report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub kept: usize,
+    pub released: usize,
+    pub leftovers: usize,
+}
+
+/// The locked store of one network. Drop releases the lock; call [`Store::close`] to record the
+/// index marker (without it the next call rebuilds, which is always safe).
+pub struct Store {
+    net: NetworkDir,
+    meta: PathBuf,
+    _lock: Flock<File>,
+    logger: Logger,
+    /// The network dir or keys/ changed: a new marker is due.
+    dirty: bool,
+    indexed: bool,
+    rebuilds: u32,
+    tmp_seq: u32,
+    /// A temp file holding a reservation's content, kept across failed link attempts.
+    pending: Option<(PathBuf, Owner)>,
+}
+
+impl Store {
+    /// Locks the store of `network`, creating it when `create` (ADD); None when it does not
+    /// exist and `create` is false (DEL, CHECK, GC of a network that never had an address).
+    pub fn open(
+        data_dir: &Path,
+        network: &str,
+        create: bool,
+        logger: &Logger,
+    ) -> Result<Option<Store>> {
+        let net = NetworkDir::new(data_dir, network);
+        if !create && !net.exists() {
+            return Ok(None);
+        }
+        mkdir(&net.dir, true)?;
+        let lock_path = net.dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&lock_path)
+            .map_err(|e| io_err(format!("opening {}", lock_path.display()), e))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| {
+            CniError::new(IO_FAILURE, format!("locking {}: {e}", lock_path.display()))
+        })?;
+        point("locked");
+        let meta = net.dir.join(META_DIR);
+        for d in [meta.clone(), meta.join("keys"), meta.join("tmp")] {
+            mkdir(&d, false)?;
+        }
+        let mut store = Store {
+            net,
+            meta,
+            _lock: lock,
+            logger: logger.clone(),
+            dirty: false,
+            indexed: false,
+            rebuilds: 0,
+            tmp_seq: 0,
+            pending: None,
+        };
+        store.clean_tmp()?;
+        Ok(Some(store))
+    }
+
+    pub fn dir(&self) -> &NetworkDir {
+        &self.net
+    }
+
+    /// How often this call rebuilt the index (0 when the marker was trusted).
+    pub fn rebuilds(&self) -> u32 {
+        self.rebuilds
+    }
+
+    fn keys(&self) -> PathBuf {
+        self.meta.join("keys")
+    }
+
+    /// Temp files are only written under the lock, so whatever is there now was left by a kill.
+    fn clean_tmp(&mut self) -> Result<()> {
+        let tmp = self.meta.join("tmp");
+        let entries =
+            fs::read_dir(&tmp).map_err(|e| io_err(format!("listing {}", tmp.display()), e))?;
+        let mut n = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
+            n += 1;
+            point("tmp-cleaned");
+        }
+        if n > 0 {
+            self.logger
+                .debug(format!("removed {n} temp files left by a killed call"));
+        }
+        Ok(())
+    }
+
+    /// Makes the index usable: trusted as is when the marker matches, else rebuilt.
+    pub fn ensure_index(&mut self) -> Result<()> {
+        if self.indexed {
+            return Ok(());
+        }
+        let recorded = fs::read_to_string(self.meta.join("marker")).unwrap_or_default();
+        if !recorded.is_empty() && recorded == self.marker()?.0 {
+            self.indexed = true;
+            return Ok(());
+        }
+        let r = self.rebuild(|_| true)?;
+        self.logger.debug(format!(
+            "index of {} rebuilt: {} reservations, {} leftovers of killed writers reclaimed",
+            self.net.dir.display(),
+            r.kept,
+            r.leftovers
+        ));
+        Ok(())
+    }
+
+    /// Reads every reservation, deletes leftovers and those `keep` rejects, and writes the
+    /// index afresh. The marker goes first, so a kill half-way leaves no trusted index.
+    pub fn rebuild(&mut self, keep: impl Fn(&Owner) -> bool) -> Result<Rebuilt> {
+        remove_if_exists(&self.meta.join("marker"))?;
+        self.dirty = true;
+        self.rebuilds += 1;
+        point("rebuild-start");
+        let mut stats = Rebuilt::default();
+        let mut by_owner: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
+        for ip in self.list_ips()? {
+            match self.net.slot(ip)? {
+                Slot::Free | Slot::NotAFile => {}
+                Slot::Leftover => {
+                    remove_if_exists(&self.net.ip_path(ip))?;
+                    stats.leftovers += 1;
+                    point("leftover-removed");
+                }
+                Slot::Held(owner) if !keep(&owner) => {
+                    remove_if_exists(&self.net.ip_path(ip))?;
+                    stats.released += 1;
+                    point("released-by-rebuild");
+                }
+                Slot::Held(owner) => {
+                    by_owner.entry(owner).or_default().push(ip);
+                    stats.kept += 1;
+                }
+            }
+        }
+        let keys = self.keys();
+        for entry in fs::read_dir(&keys)
+            .map_err(|e| io_err(format!("listing {}", keys.display()), e))?
+            .flatten()
+        {
+            remove_if_exists(&entry.path())?;
+        }
+        point("keys-cleared");
+        for (owner, ips) in &by_owner {
+            if let Some(name) = owner.key_name() {
+                // Written in place: no marker exists until close, so a torn file is never trusted.
+                let path = keys.join(name);
+                fs::write(&path, key_file(ips))
+                    .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
+                point("key-written");
+            }
+        }
+        self.indexed = true;
+        Ok(stats)
+    }
+
+    /// Addresses that have a file in the network dir.
+    fn list_ips(&self) -> Result<Vec<IpAddr>> {
+        let dir = &self.net.dir;
+        let entries =
+            fs::read_dir(dir).map_err(|e| io_err(format!("listing {}", dir.display()), e))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect())
+    }
+
+    /// Every reservation, read from the files (GC's view; also used for unindexable owners).
+    pub fn scan(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for ip in self.list_ips()? {
+            if let Slot::Held(owner) = self.net.slot(ip)? {
+                out.push(Entry { ip, owner });
+            }
+        }
+        out.sort_by_key(|e| e.ip);
+        Ok(out)
+    }
+
+    /// The addresses `owner` holds (exact match: an old-format owner matches old-format
+    /// reservations only), each verified against its file.
+    pub fn owned(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
+        self.ensure_index()?;
+        let Some(name) = owner.key_name() else {
+            return Ok(self
+                .scan()?
+                .into_iter()
+                .filter(|e| &e.owner == owner)
+                .map(|e| e.ip)
+                .collect());
+        };
+        let path = self.keys().join(name);
+        let listed = match fs::read_to_string(&path) {
+            Ok(text) => parse_key_file(&text),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+        };
+        let mut verified = Vec::with_capacity(listed.len());
+        for ip in &listed {
+            if self.net.slot(*ip)? == Slot::Held(owner.clone()) {
+                verified.push(*ip);
+            }
+        }
+        if verified.len() != listed.len() {
+            self.set_owned(owner, &verified)?;
+        }
+        Ok(verified)
+    }
+
+    /// Records in the index that `owner` holds exactly `ips`.
+    pub fn set_owned(&mut self, owner: &Owner, ips: &[IpAddr]) -> Result<()> {
+        let Some(name) = owner.key_name() else {
+            return Ok(());
+        };
+        let path = self.keys().join(name);
+        self.dirty = true;
+        if ips.is_empty() {
+            remove_if_exists(&path)?;
+        } else {
+            let mut ips = ips.to_vec();
+            ips.sort();
+            ips.dedup();
+            self.write_atomic(&path, key_file(&ips).as_bytes())?;
+        }
+        point("key-updated");
+        Ok(())
+    }
+
+    /// Takes `ip` for `owner`: true if it was free. The file appears whole or not at all.
+    pub fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+        let tmp = match &self.pending {
+            Some((path, o)) if o == owner => path.clone(),
+            _ => {
+                let path = self.new_tmp(&owner.to_bytes())?;
+                self.pending = Some((path.clone(), owner.clone()));
+                path
+            }
+        };
+        point("reservation-written");
+        let target = self.net.ip_path(ip);
+        match fs::hard_link(&tmp, &target) {
+            Ok(()) => {
+                self.dirty = true;
+                point("reservation-linked");
+                self.pending = None;
+                remove_if_exists(&tmp)?;
+                point("reservation-tmp-removed");
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err(format!("creating {}", target.display()), e)),
+        }
+    }
+
+    /// Removes `<ip>` if (and only if) `owner` holds it, or it is a leftover.
+    pub fn release(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+        match self.net.slot(ip)? {
+            Slot::Held(o) if &o == owner => {}
+            Slot::Leftover => {}
+            _ => return Ok(false),
+        }
+        remove_if_exists(&self.net.ip_path(ip))?;
+        self.dirty = true;
+        point("released");
+        Ok(true)
+    }
+
+    pub fn set_last_reserved(&mut self, set: usize, ip: IpAddr) -> Result<()> {
+        let path = self.net.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
+        // No newline: upstream parses the whole content as an address.
+        self.write_atomic(&path, ip.to_string().as_bytes())?;
+        self.dirty = true;
+        point("last-reserved-written");
+        Ok(())
+    }
+
+    fn new_tmp(&mut self, content: &[u8]) -> Result<PathBuf> {
+        self.tmp_seq += 1;
+        let path = self
+            .meta
+            .join("tmp")
+            .join(format!("{}.{}", std::process::id(), self.tmp_seq));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| io_err(format!("creating {}", path.display()), e))?;
+        f.write_all(content)
+            .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
+        Ok(path)
+    }
+
+    /// Replaces `path` whole (temp file, rename).
+    fn write_atomic(&mut self, path: &Path, content: &[u8]) -> Result<()> {
+        let tmp = self.new_tmp(content)?;
+        fs::rename(&tmp, path).map_err(|e| io_err(format!("writing {}", path.display()), e))
+    }
+
+    /// (marker text, newest ctime in it) for the network dir and keys/ as they are now.
+    fn marker(&self) -> Result<(String, (i64, i64))> {
+        let mut text = format!("{MARKER_HEADER}\n");
+        let mut newest = (i64::MIN, 0);
+        for dir in [&self.net.dir, &self.keys()] {
+            let m = fs::metadata(dir).map_err(|e| io_err(format!("stat {}", dir.display()), e))?;
+            text.push_str(&format!(
+                "{} {} {}.{:09}\n",
+                m.dev(),
+                m.ino(),
+                m.ctime(),
+                m.ctime_nsec()
+            ));
+            newest = newest.max((m.ctime(), m.ctime_nsec()));
+        }
+        Ok((text, newest))
+    }
+
+    /// Records the index as right for the store as it is now, then unlocks.
+    pub fn close(mut self) -> Result<()> {
+        if let Some((tmp, _)) = self.pending.take() {
+            remove_if_exists(&tmp)?;
+        }
+        if !self.dirty {
+            return Ok(());
+        }
+        let (text, newest) = self.marker()?;
+        if !self.wait_for_clock(newest)? {
+            // The clock did not move: a change by someone else right after we unlock could get
+            // the very same ctime. Leave no marker; the next call rebuilds.
+            remove_if_exists(&self.meta.join("marker"))?;
+            self.logger
+                .debug("timestamp clock did not advance; index left to be rebuilt");
+            return Ok(());
+        }
+        point("before-marker");
+        self.write_atomic(&self.meta.join("marker"), text.as_bytes())?;
+        point("marker-written");
+        Ok(())
+    }
+
+    /// Waits until the file timestamp clock is past `newest`, so that any later change to the
+    /// dir gets a different ctime than the one recorded. File timestamps come from a coarse
+    /// clock (one tick, 1-10 ms, unless the kernel has fine-grained "multigrain" timestamps,
+    /// where this returns at once); a probe file's ctime shows where the clock is.
+    fn wait_for_clock(&self, newest: (i64, i64)) -> Result<bool> {
+        let path = self.meta.join("clock");
+        let probe = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        let deadline = Instant::now() + CLOCK_WAIT;
+        loop {
+            // Asking for the ctime first makes multigrain kernels stamp the update finely.
+            let _ = probe.metadata();
+            probe
+                .set_modified(SystemTime::now())
+                .map_err(|e| io_err(format!("touching {}", path.display()), e))?;
+            let m = probe
+                .metadata()
+                .map_err(|e| io_err(format!("stat {}", path.display()), e))?;
+            if (m.ctime(), m.ctime_nsec()) > newest {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+fn mkdir(path: &Path, recursive: bool) -> Result<()> {
+    match fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o755)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(io_err(format!("creating {}", path.display()), e)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(io_err(format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn key_file(ips: &[IpAddr]) -> String {
+    let mut s = format!("{KEYS_HEADER}\n");
+    for ip in ips {
+        s.push_str(&format!("{ip}\n"));
+    }
+    s
+}
+
+fn parse_key_file(text: &str) -> Vec<IpAddr> {
+    let mut lines = text.lines();
+    if lines.next() != Some(KEYS_HEADER) {
+        return Vec::new();
+    }
+    lines.filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests;

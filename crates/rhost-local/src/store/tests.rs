@@ -1,0 +1,268 @@
+use std::os::unix::fs::PermissionsExt;
+
+use cni_testkit::{temp_dir, TempDir};
+
+use super::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn open(data: &TempDir) -> Store {
+    Store::open(data, "net", true, &Logger::default())
+        .unwrap()
+        .unwrap()
+}
+
+fn net(data: &TempDir) -> PathBuf {
+    data.join("net")
+}
+
+#[test]
+fn owner_format_is_upstreams() {
+    let o = Owner::new("abc", "eth0");
+    assert_eq!(o.to_bytes(), b"abc\r\neth0");
+    assert_eq!(Owner::parse(b"abc\r\neth0"), Some(o.clone()));
+    // Upstream compares trimmed content.
+    assert_eq!(Owner::parse(b"  abc\r\neth0\n"), Some(o.clone()));
+    // Before ifname was recorded: the container ID alone.
+    assert_eq!(Owner::parse(b"abc\n"), Some(o.old_format()));
+    assert_eq!(o.old_format().to_bytes(), b"abc");
+    // A writer killed between create and write leaves these.
+    for leftover in [&b""[..], b"\n", b" \r\n ", b"\0\0\0", b"\xff\xfe"] {
+        assert_eq!(Owner::parse(leftover), None, "{leftover:?}");
+    }
+}
+
+#[test]
+fn key_names_cannot_collide_or_escape() {
+    assert_eq!(
+        Owner::new("abc", "eth0").key_name().as_deref(),
+        Some("abc@eth0")
+    );
+    assert_eq!(
+        Owner::new("abc", "eth0").old_format().key_name().as_deref(),
+        Some("abc")
+    );
+    for bad in [
+        Owner::new("a/b", "eth0"),
+        Owner::new("a@b", "eth0"),
+        Owner::new(".x", "eth0"),
+        Owner::new("x", "a/b"),
+        Owner::new(&"x".repeat(300), "eth0"),
+    ] {
+        assert_eq!(bad.key_name(), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn file_names_are_gos_ip_strings() {
+    // What Go's net.IP.String() writes (RFC 5952: longest zero run, first on ties, not a
+    // single group), so both plugins name one address alike.
+    for (addr, go) in [
+        ("10.1.0.5", "10.1.0.5"),
+        ("2001:db8:0:0:0:0:0:1", "2001:db8::1"),
+        ("2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"),
+        ("2001:0:0:1:0:0:1:1", "2001::1:0:0:1:1"),
+        ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),
+        ("FD00:0:0:0:0:0:A:B", "fd00::a:b"),
+    ] {
+        assert_eq!(ip(addr).to_string(), go);
+    }
+}
+
+#[test]
+fn reservation_is_exactly_upstreams_file_and_nothing_is_left_in_tmp() {
+    let data = temp_dir("rhl-store");
+    let mut s = open(&data);
+    let o = Owner::new("c1", "eth0");
+    assert!(s.reserve(ip("10.1.0.2"), &o).unwrap());
+    assert!(!s
+        .reserve(ip("10.1.0.2"), &Owner::new("c2", "eth0"))
+        .unwrap());
+    s.set_last_reserved(0, ip("10.1.0.2")).unwrap();
+    s.set_owned(&o, &[ip("10.1.0.2")]).unwrap();
+    s.close().unwrap();
+    assert_eq!(
+        fs::read(net(&data).join("10.1.0.2")).unwrap(),
+        b"c1\r\neth0"
+    );
+    assert_eq!(
+        fs::read(net(&data).join("last_reserved_ip.0")).unwrap(),
+        b"10.1.0.2"
+    );
+    let mode = fs::metadata(net(&data).join("10.1.0.2"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert!(net(&data).join("lock").is_file());
+    assert_eq!(
+        fs::read_dir(net(&data).join(META_DIR).join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn index_is_trusted_after_our_own_changes() {
+    let data = temp_dir("rhl-store");
+    let o = Owner::new("c1", "eth0");
+    let mut s = open(&data);
+    s.ensure_index().unwrap();
+    assert_eq!(s.rebuilds(), 1, "a new store has no index yet");
+    s.reserve(ip("10.1.0.2"), &o).unwrap();
+    s.set_owned(&o, &[ip("10.1.0.2")]).unwrap();
+    s.close().unwrap();
+    for _ in 0..20 {
+        let mut s = open(&data);
+        assert_eq!(s.owned(&o).unwrap(), [ip("10.1.0.2")]);
+        assert_eq!(s.rebuilds(), 0, "nobody else changed the store");
+        let other = Owner::new("c2", "eth0");
+        s.reserve(ip("10.1.0.3"), &other).unwrap();
+        s.set_owned(&other, &[ip("10.1.0.3")]).unwrap();
+        s.close().unwrap();
+        let mut s = open(&data);
+        assert_eq!(s.owned(&other).unwrap(), [ip("10.1.0.3")]);
+        s.release(ip("10.1.0.3"), &other).unwrap();
+        s.set_owned(&other, &[]).unwrap();
+        s.close().unwrap();
+    }
+}
+
+/// What upstream host-local does to the directory, done right after our call returns, many
+/// times in a row: each change must be noticed even within one tick of the timestamp clock.
+#[test]
+fn changes_behind_our_back_are_noticed_at_once() {
+    let data = temp_dir("rhl-store");
+    let o = Owner::new("mine", "eth0");
+    let mut s = open(&data);
+    s.reserve(ip("10.1.0.2"), &o).unwrap();
+    s.set_owned(&o, &[ip("10.1.0.2")]).unwrap();
+    s.close().unwrap();
+    for i in 0..100u32 {
+        let addr = format!("10.1.1.{}", i % 200 + 1);
+        let theirs = Owner::new(&format!("u{i}"), "eth0");
+        // Upstream's Reserve: O_EXCL create, then write.
+        fs::write(net(&data).join(&addr), theirs.to_bytes()).unwrap();
+        let mut s = open(&data);
+        assert_eq!(s.owned(&theirs).unwrap(), [ip(&addr)], "round {i}");
+        assert_eq!(s.rebuilds(), 1);
+        s.close().unwrap();
+        // Upstream's ReleaseByID.
+        fs::remove_file(net(&data).join(&addr)).unwrap();
+        let mut s = open(&data);
+        assert!(s.owned(&theirs).unwrap().is_empty(), "round {i}");
+        assert_eq!(s.rebuilds(), 1);
+        s.close().unwrap();
+    }
+}
+
+#[test]
+fn stale_index_entries_are_verified_away() {
+    let data = temp_dir("rhl-store");
+    let o = Owner::new("c1", "eth0");
+    let mut s = open(&data);
+    s.reserve(ip("10.1.0.2"), &o).unwrap();
+    // The index claims an address whose file holds someone else.
+    fs::write(net(&data).join("10.1.0.9"), b"other\r\neth0").unwrap();
+    s.set_owned(&o, &[ip("10.1.0.2"), ip("10.1.0.9")]).unwrap();
+    assert_eq!(s.owned(&o).unwrap(), [ip("10.1.0.2")]);
+    s.close().unwrap();
+}
+
+#[test]
+fn leftovers_and_temp_files_of_killed_writers_are_reclaimed() {
+    let data = temp_dir("rhl-store");
+    open(&data).close().unwrap();
+    // Upstream killed between create and write; our temp file of a killed call.
+    fs::write(net(&data).join("10.1.0.7"), b"").unwrap();
+    fs::write(net(&data).join("fd00::7"), b"\n").unwrap();
+    let tmp = net(&data).join(META_DIR).join("tmp").join("123.1");
+    fs::write(&tmp, b"c9\r\neth0").unwrap();
+    // Not reservations: left alone.
+    fs::create_dir(net(&data).join("10.1.0.8")).unwrap();
+    fs::write(net(&data).join("notes.txt"), b"").unwrap();
+    let mut s = open(&data);
+    assert!(!tmp.exists(), "temp file cleaned when the lock is taken");
+    s.ensure_index().unwrap();
+    s.close().unwrap();
+    assert!(!net(&data).join("10.1.0.7").exists());
+    assert!(!net(&data).join("fd00::7").exists());
+    assert!(net(&data).join("10.1.0.8").is_dir());
+    assert!(net(&data).join("notes.txt").exists());
+    assert_eq!(
+        NetworkDir::new(&data, "net").slot(ip("10.1.0.8")).unwrap(),
+        Slot::NotAFile
+    );
+}
+
+#[test]
+fn old_format_and_unindexable_owners_are_found() {
+    let data = temp_dir("rhl-store");
+    fs::create_dir(net(&data)).unwrap();
+    fs::write(net(&data).join("10.1.0.4"), b"oldid").unwrap();
+    let long = Owner::new(&"x".repeat(300), "eth0");
+    fs::write(net(&data).join("10.1.0.5"), long.to_bytes()).unwrap();
+    let mut s = open(&data);
+    let old = Owner::new("oldid", "eth0").old_format();
+    assert_eq!(s.owned(&old).unwrap(), [ip("10.1.0.4")]);
+    assert!(s.owned(&Owner::new("oldid", "eth0")).unwrap().is_empty());
+    assert_eq!(s.owned(&long).unwrap(), [ip("10.1.0.5")]);
+    s.close().unwrap();
+}
+
+#[test]
+fn release_only_touches_the_owners_file() {
+    let data = temp_dir("rhl-store");
+    let mut s = open(&data);
+    let o = Owner::new("c1", "eth0");
+    s.reserve(ip("10.1.0.2"), &o).unwrap();
+    assert!(!s
+        .release(ip("10.1.0.2"), &Owner::new("c1", "eth1"))
+        .unwrap());
+    assert!(!s.release(ip("10.1.0.3"), &o).unwrap());
+    assert!(s.release(ip("10.1.0.2"), &o).unwrap());
+    s.close().unwrap();
+    assert!(!net(&data).join("10.1.0.2").exists());
+}
+
+/// Upstream's DEL reads every file below the network dir, recursively, and deletes those whose
+/// trimmed content is `<id>\r\n<ifname>` or `<id>`. Nothing of ours may look like that.
+#[test]
+fn index_files_can_never_match_upstreams_release() {
+    let data = temp_dir("rhl-store");
+    let mut s = open(&data);
+    for (i, id) in ["a", "b", "10.1.0.9"].iter().enumerate() {
+        let o = Owner::new(id, "eth0");
+        let addr = ip(&format!("10.1.0.{}", i + 2));
+        s.reserve(addr, &o).unwrap();
+        s.set_owned(&o, &[addr]).unwrap();
+        // An old-format reservation too: its key file is named by the ID alone.
+        let old = o.old_format();
+        let addr = ip(&format!("10.1.0.{}", i + 20));
+        s.reserve(addr, &old).unwrap();
+        s.set_owned(&old, &[addr]).unwrap();
+    }
+    s.close().unwrap();
+    let mut stack = vec![net(&data).join(META_DIR)];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            seen += 1;
+            let text = fs::read_to_string(e.path()).unwrap();
+            let t = text.trim();
+            assert!(
+                t.is_empty() || t.contains(' '),
+                "{} could match upstream's DEL: {t:?}",
+                e.path().display()
+            );
+        }
+    }
+    assert!(seen >= 7, "marker, clock and key files were checked");
+}
