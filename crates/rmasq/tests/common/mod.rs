@@ -156,15 +156,26 @@ pub fn prev_result(addrs: &[&str]) -> Value {
 /// `to`), or None if the connection cannot be made (no return path without masquerade).
 pub fn source_seen(from: &Netns, to: &Netns, dst: &str, port: u16) -> Option<IpAddr> {
     let addr = SocketAddr::new(dst.parse().unwrap(), port);
+    source_seen_via(from, to, addr, addr)
+}
+
+/// Like [`source_seen`], with the listener on `listen` and the client connecting to `connect`
+/// (different when a port mapping translates one into the other).
+pub fn source_seen_via(
+    from: &Netns,
+    to: &Netns,
+    listen: SocketAddr,
+    connect: SocketAddr,
+) -> Option<IpAddr> {
     let listener = NetNs::open(&to.path())
         .unwrap()
-        .run(|| TcpListener::bind(addr))
+        .run(|| TcpListener::bind(listen))
         .unwrap()
-        .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", to.name()));
+        .unwrap_or_else(|e| panic!("bind {listen} in {}: {e}", to.name()));
     listener.set_nonblocking(true).unwrap();
     let conn = NetNs::open(&from.path())
         .unwrap()
-        .run(|| TcpStream::connect_timeout(&addr, Duration::from_millis(1500)))
+        .run(|| TcpStream::connect_timeout(&connect, Duration::from_millis(1500)))
         .unwrap();
     let Ok(_stream) = conn else {
         return None;
@@ -176,7 +187,7 @@ pub fn source_seen(from: &Netns, to: &Netns, dst: &str, port: u16) -> Option<IpA
             Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10))
             }
-            Err(e) => panic!("accept on {addr}: {e}"),
+            Err(e) => panic!("accept on {listen}: {e}"),
         }
     }
 }
