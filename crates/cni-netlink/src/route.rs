@@ -128,7 +128,9 @@ impl RouteSpec {
         let table = self.table_or_main();
         m.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
         m.attributes.push(RouteAttribute::Table(table));
-        m.header.protocol = self.protocol.map_or(RouteProtocol::Boot, RouteProtocol::from);
+        m.header.protocol = self
+            .protocol
+            .map_or(RouteProtocol::Boot, RouteProtocol::from);
         m.header.kind = RouteType::Unicast;
         m.header.scope = match self.scope {
             Some(s) => RouteScope::from(s),

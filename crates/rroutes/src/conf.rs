@@ -233,9 +233,9 @@ impl Conf {
 
 fn same_family(at: &str, dst: IpNet, gw: Option<IpAddr>) -> Result<()> {
     match gw {
-        Some(gw) if gw.is_ipv4() != dst.addr().is_ipv4() => Err(CniError::invalid_config(
-            format!("{at}.gw {gw} and {at}.dst {dst} are of different IP families"),
-        )),
+        Some(gw) if gw.is_ipv4() != dst.addr().is_ipv4() => Err(CniError::invalid_config(format!(
+            "{at}.gw {gw} and {at}.dst {dst} are of different IP families"
+        ))),
         _ => Ok(()),
     }
 }
@@ -284,9 +284,7 @@ impl DelRoute {
         k.dst == self.dst
             && k.table_or_main() == self.table.unwrap_or(cni_netlink::RT_TABLE_MAIN)
             && self.gw.is_none_or(|g| k.gw == Some(g))
-            && self
-                .priority
-                .is_none_or(|p| k.effective_priority() == p)
+            && self.priority.is_none_or(|p| k.effective_priority() == p)
     }
 
     /// Whether result route `r` is one this entry deletes.
@@ -322,8 +320,13 @@ pub fn describe(r: &RouteSpec, ifname: &str) -> String {
     if let Some(p) = r.priority {
         s.push_str(&format!(" metric {p}"));
     }
-    if let Some(scope) = r.scope {
-        s.push_str(&format!(" scope {scope}"));
+    // Only a scope other than the one the kernel derives (IPv6 routes have none).
+    let derived = RouteSpec {
+        scope: None,
+        ..r.clone()
+    };
+    if r.dst.addr().is_ipv4() && r.effective_scope() != derived.effective_scope() {
+        s.push_str(&format!(" scope {}", r.effective_scope()));
     }
     if let Some(m) = r.mtu {
         s.push_str(&format!(" mtu {m}"));
@@ -380,7 +383,11 @@ mod tests {
         .unwrap();
         assert!(!c.flush_gateway && c.flush_routes);
         let dsts: Vec<String> = c.add_routes.iter().map(|r| r.dst.to_string()).collect();
-        assert_eq!(dsts, ["10.1.0.0/16", "10.2.0.0/16"], "config first, duplicate merged");
+        assert_eq!(
+            dsts,
+            ["10.1.0.0/16", "10.2.0.0/16"],
+            "config first, duplicate merged"
+        );
         assert_eq!(c.del_routes.len(), 1);
     }
 
@@ -406,7 +413,10 @@ mod tests {
                 json!({"addRoutes": [{"dst": "10.0.0.0/8", "gateway": "10.0.0.1"}]}),
                 "addRoutes[0]",
             ),
-            (json!({"hostRoutes": [{"dst": "10.0.0.0/8"}]}), "hostRoutes[0]"),
+            (
+                json!({"hostRoutes": [{"dst": "10.0.0.0/8"}]}),
+                "hostRoutes[0]",
+            ),
             (
                 json!({"addRoutes": [{"dst": "fd00::/64", "gw": "10.0.0.1"}]}),
                 "addRoutes[0].gw",

@@ -152,7 +152,10 @@ pub async fn check(nl: &Netlink, routes: &[HostRoute]) -> Result<()> {
                 h.gw,
                 describe(k, "")
             ),
-            None => format!("hostRoutes[{i}]: node route {} via {} is missing", h.dst, h.gw),
+            None => format!(
+                "hostRoutes[{i}]: node route {} via {} is missing",
+                h.dst, h.gw
+            ),
         };
         return Err(CniError::new(CHECK_MISMATCH, msg));
     }

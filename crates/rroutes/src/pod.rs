@@ -61,9 +61,10 @@ impl<'a> Pod<'a> {
     }
 
     fn fail(&self, step: &str, e: CniError) -> CniError {
-        let msg = e
-            .msg
-            .replace(&format!("dev #{}", self.index), &format!("dev {}", self.ifname));
+        let msg = e.msg.replace(
+            &format!("dev #{}", self.index),
+            &format!("dev {}", self.ifname),
+        );
         CniError {
             msg: format!("{step} in pod netns {}: {msg}", self.netns),
             ..e
@@ -183,7 +184,10 @@ impl<'a> Pod<'a> {
         let mismatch = |msg: String| {
             CniError::new(
                 CHECK_MISMATCH,
-                format!("{msg} (pod netns {}, interface {})", self.netns, self.ifname),
+                format!(
+                    "{msg} (pod netns {}, interface {})",
+                    self.netns, self.ifname
+                ),
             )
         };
         for (i, want) in added.iter().enumerate() {
@@ -221,10 +225,7 @@ impl<'a> Pod<'a> {
             }
         }
         if conf.flush_routes {
-            if let Some(k) = routes
-                .iter()
-                .find(|k| !is_link_scope(k) && !declared(k))
-            {
+            if let Some(k) = routes.iter().find(|k| !is_link_scope(k) && !declared(k)) {
                 return Err(mismatch(format!(
                     "flushRoutes: route {} is neither in addRoutes nor in the result",
                     describe(k, self.ifname)
