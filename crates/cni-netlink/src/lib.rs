@@ -4,6 +4,7 @@
 
 mod addr;
 mod link;
+mod port;
 mod route;
 pub mod sysctl;
 
@@ -14,6 +15,7 @@ use cni_types::netns::NetNs;
 
 pub use addr::Address;
 pub use link::{format_mac, parse_mac, Link, VethSpec};
+pub use port::{BridgeSpec, PortVlan};
 pub use route::{
     describe as describe_route, RouteSpec, IP6_RT_PRIO_USER, RTN_UNICAST, RT_TABLE_MAIN,
 };
@@ -32,6 +34,29 @@ impl Netlink {
         Ok(Netlink {
             handle: cni_types::netns::netlink_handle(ns)?,
         })
+    }
+
+    /// Opens a session on `ns` and runs `work` on the same short-lived thread that entered it
+    /// (e.g. that namespace's sysctls), saving a second thread and setns. Must run inside a tokio
+    /// runtime.
+    pub fn open_with<T, F>(ns: &NetNs, work: F) -> cni_types::Result<(Netlink, T)>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        let rt = tokio::runtime::Handle::current();
+        let (opened, out) = ns.run(move || {
+            let _guard = rt.enter();
+            (rtnetlink::new_connection(), work())
+        })?;
+        let (connection, handle, _) = opened.map_err(|e| {
+            CniError::io(format!(
+                "cannot open a netlink socket in {}: {e}",
+                ns.path().display()
+            ))
+        })?;
+        tokio::spawn(connection);
+        Ok((Netlink { handle }, out))
     }
 
     pub fn handle(&self) -> &rtnetlink::Handle {

@@ -26,7 +26,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(m: &LinkMessage) -> Link {
+    pub(crate) fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
             index: m.header.index,
             name: String::new(),
@@ -165,7 +165,7 @@ impl Netlink {
         self.existing_bridge(l).await
     }
 
-    async fn existing_bridge(&self, l: Link) -> Result<Link> {
+    pub(crate) async fn existing_bridge(&self, l: Link) -> Result<Link> {
         if l.kind.as_deref() != Some("bridge") {
             return Err(cni_types::CniError::invalid_config(format!(
                 "link {} exists but is a {} device, not a bridge: choose another \"bridge\" name",
@@ -204,6 +204,16 @@ impl Netlink {
         &self,
         spec: &VethSpec<'_>,
     ) -> std::result::Result<(), rtnetlink::Error> {
+        self.create_veth_with_host_mac(spec, None).await
+    }
+
+    /// Like [`Netlink::create_veth`], giving the host end MAC `host_mac` too, so the caller
+    /// knows both MACs without reading them back.
+    pub async fn create_veth_with_host_mac(
+        &self,
+        spec: &VethSpec<'_>,
+        host_mac: Option<[u8; 6]>,
+    ) -> std::result::Result<(), rtnetlink::Error> {
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(spec.peer_name.to_string())
             .setns_by_fd(raw_fd(spec.peer_ns));
@@ -221,6 +231,9 @@ impl Netlink {
         }
         if let Some(master) = spec.host_master {
             host = host.controller(master);
+        }
+        if let Some(mac) = host_mac {
+            host = host.address(mac.to_vec());
         }
         if spec.host_up {
             host = host.up();

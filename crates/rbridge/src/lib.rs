@@ -1,1 +1,80 @@
-//! rbridge (not yet written).
+//! rbridge: the bridge plugin (Linux bridge + veth), a drop-in for upstream `bridge`: the same
+//! config keys and result (but for MACs and veth names), a faster ADD, and a DEL that cleans up
+//! without the pod's netns.
+//!
+//! - [`config`]: the config keys, validated before anything changes.
+//! - [`add`], [`del`], [`check`]: the verbs; GC and STATUS go to IPAM (GC to rmasq too).
+//! - [`names`]: the host veth name derived from the attachment, MACs chosen by us.
+
+pub mod add;
+pub mod check;
+pub mod config;
+pub mod del;
+mod masq;
+pub mod names;
+
+use cni_types::delegate;
+use cni_types::{Call, CniError, CniResult, Plugin, PluginInfo, Result};
+
+use config::BridgeConf;
+
+pub const INFO: PluginInfo = PluginInfo {
+    name: "rbridge",
+    version: env!("CARGO_PKG_VERSION"),
+    about: "bridge plugin: pods on a Linux bridge through veth pairs (drop-in for bridge)",
+};
+
+pub struct Bridge;
+
+impl Plugin for Bridge {
+    fn add(&self, call: &Call) -> Result<CniResult> {
+        add::add(call)
+    }
+
+    fn del(&self, call: &Call) -> Result<()> {
+        del::del(call)
+    }
+
+    fn check(&self, call: &Call) -> Result<()> {
+        check::check(call)
+    }
+
+    /// IPAM's GC, and masquerade state of attachments not in the valid list.
+    fn gc(&self, call: &Call) -> Result<()> {
+        let conf = BridgeConf::from_call(call)?;
+        let valid = call.valid_attachments()?;
+        let ipam = match &conf.ipam {
+            Some(name) => Some(delegate::start(
+                call,
+                name,
+                cni_types::Verb::Gc,
+                &call.stdin,
+            )?),
+            None => None,
+        };
+        let masq = if conf.ip_masq {
+            masq::gc(&conf, &valid)
+        } else {
+            Ok(())
+        };
+        if let Some(ipam) = ipam {
+            ipam.finish()?;
+        }
+        masq
+    }
+
+    fn status(&self, call: &Call) -> Result<()> {
+        match BridgeConf::from_call(call)?.ipam {
+            Some(name) => delegate::status(call, &name),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One current-thread runtime per call: a plugin is one short-lived process.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::io(format!("cannot start the async runtime: {e}")))
+}

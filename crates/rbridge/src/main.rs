@@ -1,4 +1,3 @@
 fn main() {
-    eprintln!("not yet written");
-    std::process::exit(1);
+    cni_types::skel::run(&rbridge::Bridge, &rbridge::INFO)
 }

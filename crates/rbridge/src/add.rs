@@ -1,0 +1,763 @@
+//! ADD. The IPAM plugin is started first and allocates while we build the bridge and the veth
+//! (created straight into the pod under its final name, host end already on the bridge and up);
+//! addresses and routes follow once its result arrives. Every step that changes state is undone
+//! when a later one fails: the veth pair (which takes the pod's addresses and routes with it),
+//! the masquerade state and, through IPAM DEL, the allocation.
+
+use std::net::IpAddr;
+
+use futures::future::{join_all, try_join_all};
+use ipnet::IpNet;
+
+use cni_netlink::packet::link::InfoBridgePort;
+use cni_netlink::{sysctl, BridgeSpec, Link, Netlink, PortVlan, RouteSpec, VethSpec};
+use cni_types::delegate::{self, Running, UndoAdd};
+use cni_types::error::{INTERFACE_EXISTS, INVALID_NETWORK_CONFIG, NETLINK_FAILURE};
+use cni_types::netns::NetNs;
+use cni_types::{Call, CniError, CniResult, Interface, Result, Route, Verb};
+
+use crate::config::BridgeConf;
+use crate::{masq, names, runtime};
+
+/// Index of the container interface in the result: bridge, host veth, container veth.
+pub const CONTAINER_INDEX: usize = 2;
+
+/// The IPAM ADD in flight and its undo. Fields drop in order: the child is reaped before the
+/// undo's DEL runs, so the DEL never races the ADD.
+struct IpamAdd<'a> {
+    running: Option<Running>,
+    undo: UndoAdd<'a>,
+}
+
+impl<'a> IpamAdd<'a> {
+    fn start(call: &'a Call, name: &str) -> Result<IpamAdd<'a>> {
+        let running = delegate::start(call, name, Verb::Add, &call.stdin)?;
+        Ok(IpamAdd {
+            running: Some(running),
+            undo: UndoAdd::new(call, name),
+        })
+    }
+
+    fn result(&mut self, call: &Call) -> Result<CniResult> {
+        let running = self.running.take().expect("IPAM result is taken once");
+        running.finish_add(call.version)
+    }
+
+    fn keep(self) {
+        let IpamAdd { running, undo } = self;
+        drop(running);
+        undo.disarm();
+    }
+}
+
+/// What ADD changed that is not shared with other pods, for undoing it on failure.
+#[derive(Default)]
+struct Undo {
+    host_veth: Option<String>,
+    masq: bool,
+}
+
+impl Undo {
+    async fn run(&self, node: &Netlink, call: &Call, conf: &BridgeConf) {
+        if let Some(name) = &self.host_veth {
+            if let Err(e) = node.delete_link_by_name(name).await {
+                call.logger.debug(format!("undo: deleting {name}: {e}"));
+            }
+        }
+        if self.masq {
+            if let Err(e) = masq::teardown(call, conf) {
+                call.logger.debug(format!("undo: masquerade teardown: {e}"));
+            }
+        }
+    }
+}
+
+pub fn add(call: &Call) -> Result<CniResult> {
+    let conf = BridgeConf::from_call(call)?;
+    conf.validate_for_add()?;
+    let pod_ns = NetNs::open(call.netns_path()?)?;
+    let mut ipam = match &conf.ipam {
+        Some(name) => Some(IpamAdd::start(call, name)?),
+        None => None,
+    };
+    let rt = runtime()?;
+    let mut undo = Undo::default();
+    let outcome = rt.block_on(async {
+        let node = Netlink::open(None)?;
+        let done = attach(call, &conf, &pod_ns, &node, ipam.as_mut(), &mut undo).await;
+        if done.is_err() {
+            undo.run(&node, call, &conf).await;
+        }
+        done
+    });
+    // On failure `ipam` drops here: reaped, then released with IPAM DEL.
+    let result = outcome?;
+    if let Some(ipam) = ipam {
+        ipam.keep();
+    }
+    Ok(result)
+}
+
+/// Links first (while IPAM runs), then the layer-3 configuration from its result.
+async fn attach(
+    call: &Call,
+    conf: &BridgeConf,
+    pod_ns: &NetNs,
+    node: &Netlink,
+    ipam: Option<&mut IpamAdd<'_>>,
+    undo: &mut Undo,
+) -> Result<CniResult> {
+    let layer3 = ipam.is_some();
+    let (bridge, bridge_created) = node
+        .ensure_bridge_with(&BridgeSpec {
+            name: &conf.bridge,
+            mtu: conf.mtu,
+            vlan_filtering: conf.vlan_filtering(),
+            mac: Some(names::random_mac()),
+            promisc: conf.promisc,
+        })
+        .await
+        .map_err(|e| prefix(e, &format!("bridge {}", conf.bridge)))?;
+    // As upstream: the bridge's routes are ours, not a router's (no error if IPv6 is off).
+    let _ = sysctl::set(&sysctl::iface_key("ipv6", &conf.bridge, "accept_ra"), "0");
+
+    let host = names::host_veth(&call.container_id, &call.ifname);
+    let host_mac = names::random_mac();
+    let cont_mac = conf.mac.unwrap_or_else(names::random_mac);
+    create_veth(call, conf, pod_ns, node, &bridge, &host, host_mac, cont_mac).await?;
+    undo.host_veth = Some(host.clone());
+
+    // The pod's session, opened on the thread that sets the pod's sysctls for the new interface.
+    let ifname = call.ifname.clone();
+    let dad = conf.enable_dad;
+    let (pod, ipv6_disabled) = Netlink::open_with(pod_ns, move || {
+        if layer3 {
+            pod_sysctls(&ifname, dad)
+        } else {
+            false
+        }
+    })?;
+
+    let gateway_addrs = async {
+        if layer3 && conf.is_gateway && conf.vlan == 0 {
+            node.addresses(Some(bridge.index)).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let ((), bridge_now, bridge_addrs, cont_index) = futures::try_join!(
+        configure_port(node, conf, &host, cont_mac),
+        node.link_by_index(bridge.index),
+        gateway_addrs,
+        pod_link_up(&pod, call, conf, layer3),
+    )?;
+    // The bridge's MAC as it is now that the port is on it (it follows its lowest port MAC
+    // unless it was set explicitly).
+    let bridge = bridge_now.unwrap_or(bridge);
+
+    let mut result = CniResult {
+        interfaces: vec![
+            Interface {
+                name: bridge.name.clone(),
+                mac: bridge.mac_string(),
+                ..Default::default()
+            },
+            Interface {
+                name: host.clone(),
+                mac: cni_netlink::format_mac(&host_mac),
+                ..Default::default()
+            },
+            Interface {
+                name: call.ifname.clone(),
+                mac: cni_netlink::format_mac(&cont_mac),
+                sandbox: pod_ns.path().display().to_string(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+
+    if let Some(ipam) = ipam {
+        let from_ipam = ipam.result(call)?;
+        if from_ipam.ips.is_empty() {
+            return Err(CniError::new(
+                cni_types::error::DELEGATE_FAILED,
+                format!(
+                    "IPAM plugin {} returned no IP address",
+                    conf.ipam.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        result.ips = from_ipam.ips;
+        result.routes = from_ipam.routes;
+        result.dns = from_ipam.dns;
+        let gateways = calc_gateways(&mut result, conf);
+        let cont_index = cont_index.ok_or_else(|| {
+            CniError::new(
+                NETLINK_FAILURE,
+                format!(
+                    "interface {} vanished from the pod right after it was created",
+                    call.ifname
+                ),
+            )
+        })?;
+        if ipv6_disabled && result.ips.iter().any(|ip| !ip.is_v4()) {
+            // Rare: the pod's namespace has IPv6 turned off; upstream turns it on for an IPv6
+            // address, on lo and on the interface.
+            let ifname = call.ifname.clone();
+            pod_ns.run(move || {
+                for dev in ["lo", ifname.as_str()] {
+                    sysctl::set(&sysctl::iface_key("ipv6", dev, "disable_ipv6"), "0")?;
+                }
+                Ok::<(), CniError>(())
+            })??;
+        }
+        let vlan_gateway = futures::try_join!(
+            configure_pod(&pod, &result, conf, cont_index, &call.ifname),
+            configure_gateways(node, conf, &bridge, bridge_created, bridge_addrs, &gateways),
+        )?
+        .1;
+        if let Some(v) = vlan_gateway {
+            result.interfaces.push(Interface {
+                name: v.name.clone(),
+                mac: v.mac_string(),
+                ..Default::default()
+            });
+        }
+        if conf.ip_masq {
+            undo.masq = true;
+            let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+            masq::setup(call, conf, &addrs)?;
+        }
+    }
+    if let Some(dns) = call.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        // Upstream: DNS from the config wins over what IPAM returned.
+        result.dns = dns.clone();
+    }
+    Ok(result)
+}
+
+/// Creates the pair. EEXIST means either CNI_IFNAME exists in the pod (the call fails, nothing
+/// touched) or a stale host veth of an earlier ADD of this attachment is left (removed, then the
+/// pair is created again).
+#[allow(clippy::too_many_arguments)]
+async fn create_veth(
+    call: &Call,
+    conf: &BridgeConf,
+    pod_ns: &NetNs,
+    node: &Netlink,
+    bridge: &Link,
+    host: &str,
+    host_mac: [u8; 6],
+    cont_mac: [u8; 6],
+) -> Result<()> {
+    let spec = VethSpec {
+        host_name: host,
+        host_master: Some(bridge.index),
+        host_up: true,
+        peer_name: &call.ifname,
+        peer_ns: pod_ns,
+        peer_mac: Some(cont_mac),
+        mtu: conf.mtu,
+    };
+    let describe = || {
+        format!(
+            "creating veth {host} (on {}) with peer {} in {}",
+            bridge.name,
+            call.ifname,
+            pod_ns.path().display()
+        )
+    };
+    match node.create_veth_with_host_mac(&spec, Some(host_mac)).await {
+        Ok(()) => return Ok(()),
+        Err(e) if cni_netlink::is_exists(&e) => {}
+        Err(e) => return Err(cni_netlink::nl_err(describe(), e)),
+    }
+    let pod = Netlink::open(Some(pod_ns))?;
+    if pod.link_by_name(&call.ifname).await?.is_some() {
+        return Err(CniError::new(
+            INTERFACE_EXISTS,
+            format!(
+                "interface {} already exists in {}: DEL the attachment first, or choose another CNI_IFNAME",
+                call.ifname,
+                pod_ns.path().display()
+            ),
+        ));
+    }
+    call.logger
+        .debug(format!("removing stale host veth {host} of an earlier ADD"));
+    node.delete_link_by_name(host).await?;
+    node.create_veth_with_host_mac(&spec, Some(host_mac))
+        .await
+        .map_err(|e| cni_netlink::nl_err(describe(), e))
+}
+
+/// In the pod, on the thread that opened its session: DAD and ARP settings of the new interface
+/// as upstream sets them. Returns whether IPv6 is disabled on lo or the interface. Failures are
+/// ignored as upstream does (IPv6 may be off on the node).
+fn pod_sysctls(ifname: &str, enable_dad: bool) -> bool {
+    let v6 = |leaf: &str, value: &str| {
+        let _ = sysctl::set(&sysctl::iface_key("ipv6", ifname, leaf), value);
+    };
+    if enable_dad {
+        v6("enhanced_dad", "1");
+        v6("accept_dad", "1");
+    } else {
+        v6("accept_dad", "0");
+    }
+    let _ = sysctl::set(&sysctl::iface_key("ipv4", ifname, "arp_notify"), "1");
+    ["lo", ifname].iter().any(|dev| {
+        sysctl::get(&sysctl::iface_key("ipv6", dev, "disable_ipv6")).is_ok_and(|v| v == "1")
+    })
+}
+
+/// Brings the container interface up (unless disabled) and returns its index when layer 3 needs
+/// it; both requests go out together.
+async fn pod_link_up(
+    pod: &Netlink,
+    call: &Call,
+    conf: &BridgeConf,
+    layer3: bool,
+) -> Result<Option<u32>> {
+    let up = async {
+        if conf.disable_container_interface {
+            Ok(())
+        } else {
+            pod.set_up_by_name(&call.ifname).await
+        }
+    };
+    let index = async {
+        if layer3 {
+            pod.link_by_name(&call.ifname)
+                .await
+                .map(|l| l.map(|l| l.index))
+        } else {
+            Ok(None)
+        }
+    };
+    let ((), index) = futures::try_join!(up, index)?;
+    Ok(index)
+}
+
+/// Host-veth port settings: hairpin, isolation, VLANs, and the MAC spoof check (a locked port
+/// that forwards only frames from MACs with a static FDB entry on it: the container's MAC).
+async fn configure_port(
+    node: &Netlink,
+    conf: &BridgeConf,
+    host: &str,
+    cont_mac: [u8; 6],
+) -> Result<()> {
+    let mut options = Vec::new();
+    if conf.hairpin {
+        options.push(InfoBridgePort::HairpinMode(true));
+    }
+    if conf.port_isolation {
+        options.push(InfoBridgePort::Isolated(true));
+    }
+    if conf.mac_spoof_check {
+        options.push(InfoBridgePort::Learning(false));
+        options.push(InfoBridgePort::Locked(true));
+    }
+    if !options.is_empty() {
+        node.set_bridge_port_by_name(host, options).await?;
+    }
+    if conf.vlan == 0 && conf.vlan_trunk.is_empty() && !conf.mac_spoof_check {
+        return Ok(());
+    }
+    let index = node
+        .link_by_name(host)
+        .await?
+        .ok_or_else(|| {
+            CniError::new(
+                NETLINK_FAILURE,
+                format!("host veth {host} vanished right after it was created"),
+            )
+        })?
+        .index;
+    configure_port_vlans(
+        node,
+        index,
+        conf.vlan,
+        &conf.vlan_trunk,
+        conf.preserve_default_vlan,
+    )
+    .await?;
+    if conf.mac_spoof_check {
+        // One entry per VLAN the port may carry frames in, and one for a bridge that does not
+        // filter VLANs.
+        let mut vids: Vec<Option<u16>> = vec![None];
+        vids.extend(node.port_vlans(index).await?.iter().map(|v| Some(v.vid)));
+        try_join_all(
+            vids.into_iter()
+                .map(|vid| node.add_static_fdb(index, cont_mac, vid)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Access port (`vlan`: PVID, untagged) or trunk (`vlanTrunk`: tagged); without
+/// `preserveDefaultVlan` the bridge's default VLAN is taken off the port first.
+async fn configure_port_vlans(
+    node: &Netlink,
+    index: u32,
+    vlan: u16,
+    trunk: &[u16],
+    preserve_default: bool,
+) -> Result<()> {
+    if vlan == 0 && trunk.is_empty() {
+        return Ok(());
+    }
+    if !preserve_default {
+        for v in node.port_vlans(index).await? {
+            node.del_port_vlan(index, v.vid).await?;
+        }
+    }
+    if vlan != 0 {
+        node.add_port_vlan(
+            index,
+            PortVlan {
+                vid: vlan,
+                pvid: true,
+                untagged: true,
+            },
+        )
+        .await?;
+    }
+    try_join_all(trunk.iter().map(|&vid| {
+        node.add_port_vlan(
+            index,
+            PortVlan {
+                vid,
+                pvid: false,
+                untagged: false,
+            },
+        )
+    }))
+    .await?;
+    Ok(())
+}
+
+/// Gateways per family, as upstream's calcGateways: every address points at the container
+/// interface; with `isGateway` a missing gateway becomes the subnet's first address and the
+/// gateway goes on the bridge with the pod address's prefix; with `isDefaultGateway` a default
+/// route via it is added per family unless IPAM returned one with a gateway.
+fn calc_gateways(result: &mut CniResult, conf: &BridgeConf) -> Vec<IpNet> {
+    let mut gateways: Vec<IpNet> = Vec::new();
+    let mut default_found = [false, false];
+    for i in 0..result.ips.len() {
+        let ip = &mut result.ips[i];
+        ip.interface = Some(CONTAINER_INDEX);
+        if ip.gateway.is_none() && conf.is_gateway {
+            ip.gateway = first_address(&ip.address);
+        }
+        let (address, gateway) = (ip.address, ip.gateway);
+        let family = usize::from(!address.addr().is_ipv4());
+        let any: IpNet = if family == 0 {
+            "0.0.0.0/0".parse().expect("constant")
+        } else {
+            "::/0".parse().expect("constant")
+        };
+        if conf.is_default_gateway && !default_found[family] {
+            default_found[family] = result.routes.iter().any(|r| r.gw.is_some() && r.dst == any);
+            if !default_found[family] {
+                result.routes.push(Route::new(any, gateway));
+                default_found[family] = true;
+            }
+        }
+        if conf.is_gateway {
+            if let Some(gw) = gateway.and_then(|g| IpNet::new(g, address.prefix_len()).ok()) {
+                gateways.push(gw);
+            }
+        }
+    }
+    gateways
+}
+
+/// The subnet's first address (network address + 1), upstream's default gateway.
+pub fn first_address(net: &IpNet) -> Option<IpAddr> {
+    match net.trunc().addr() {
+        IpAddr::V4(a) => u32::from(a).checked_add(1).map(|n| IpAddr::V4(n.into())),
+        IpAddr::V6(a) => u128::from(a).checked_add(1).map(|n| IpAddr::V6(n.into())),
+    }
+}
+
+/// Addresses and routes in the pod: sent together, in order (addresses before the routes that
+/// need them), so they cost one round trip. Routes without a gateway go via the first gateway of
+/// their family, as upstream's ConfigureIface.
+async fn configure_pod(
+    pod: &Netlink,
+    result: &CniResult,
+    conf: &BridgeConf,
+    index: u32,
+    ifname: &str,
+) -> Result<()> {
+    let mine: Vec<_> = result.ips_of(CONTAINER_INDEX).collect();
+    let gw_of = |v4: bool| {
+        mine.iter()
+            .filter_map(|ip| ip.gateway)
+            .find(|g| g.is_ipv4() == v4)
+    };
+    let routes: Vec<RouteSpec> = result
+        .routes
+        .iter()
+        .map(|r| {
+            let mut spec = RouteSpec::new(
+                r.dst,
+                r.gw.or_else(|| gw_of(r.dst.addr().is_ipv4())),
+                Some(index),
+            );
+            spec.table = r.table;
+            spec.priority = r.priority;
+            spec.mtu = r.mtu;
+            spec.advmss = r.advmss;
+            spec.scope = r.scope;
+            spec
+        })
+        .collect();
+    let addresses = join_all(
+        mine.iter()
+            .map(|ip| pod.add_address(index, ip.address, conf.enable_dad)),
+    );
+    let route_adds = join_all(routes.iter().map(|r| pod.add_route(r)));
+    let (addresses, route_adds) = futures::join!(addresses, route_adds);
+    for r in addresses {
+        r.map_err(|e| prefix(e, &format!("configuring {ifname} in the pod")))?;
+    }
+    for r in route_adds {
+        r.map_err(|e| prefix(e, &format!("configuring {ifname} in the pod")))?;
+    }
+    Ok(())
+}
+
+/// Gateway addresses on the bridge (or on its VLAN gateway interface) and forwarding on the
+/// node. Returns the VLAN gateway interface when one is used.
+async fn configure_gateways(
+    node: &Netlink,
+    conf: &BridgeConf,
+    bridge: &Link,
+    bridge_created: bool,
+    bridge_addrs: Option<Vec<cni_netlink::Address>>,
+    gateways: &[IpNet],
+) -> Result<Option<Link>> {
+    if gateways.is_empty() {
+        return Ok(None);
+    }
+    let (target, existing, vlan_gateway) = if conf.vlan != 0 {
+        let link = ensure_vlan_gateway(node, bridge, conf).await?;
+        let addrs = node.addresses(Some(link.index)).await?;
+        (link.clone(), addrs, Some(link))
+    } else {
+        (bridge.clone(), bridge_addrs.unwrap_or_default(), None)
+    };
+    let mut existing = existing;
+    let mut added = false;
+    for gw in gateways {
+        added |=
+            ensure_gateway_address(node, &target, &mut existing, *gw, conf.force_address).await?;
+    }
+    if added && vlan_gateway.is_none() && !bridge_created {
+        // Upstream sets the bridge's MAC to itself once it is a gateway, so it stops following
+        // the lowest MAC of its ports; a bridge we created has a set MAC already.
+        node.set_mac(bridge.index, &bridge.mac).await?;
+    }
+    if gateways.iter().any(|g| g.addr().is_ipv4()) {
+        sysctl::set("net.ipv4.ip_forward", "1")?;
+    }
+    if gateways.iter().any(|g| g.addr().is_ipv6()) {
+        sysctl::set("net.ipv6.conf.all.forwarding", "1")?;
+    }
+    Ok(vlan_gateway)
+}
+
+/// Upstream's ensureAddr: the gateway address present is fine; another IPv4 address, or an IPv6
+/// one overlapping it, is an error unless `forceAddress` (then it is replaced). Safe when ADDs
+/// race: the loser of two identical adds gets EEXIST, which counts as present. Returns whether
+/// this call added it.
+async fn ensure_gateway_address(
+    node: &Netlink,
+    link: &Link,
+    existing: &mut Vec<cni_netlink::Address>,
+    gw: IpNet,
+    force: bool,
+) -> Result<bool> {
+    let v4 = gw.addr().is_ipv4();
+    let mut conflicting = Vec::new();
+    for a in existing.iter().filter(|a| a.net.addr().is_ipv4() == v4) {
+        if a.net == gw {
+            return Ok(false);
+        }
+        if v4 || a.net.contains(&gw.addr()) || gw.contains(&a.net.addr()) {
+            if !force {
+                return Err(CniError::new(
+                    INVALID_NETWORK_CONFIG,
+                    format!(
+                        "{:?} already has an IP address different from {gw} ({}): set \"forceAddress\": true to replace it",
+                        link.name, a.net
+                    ),
+                ));
+            }
+            conflicting.push(a.net);
+        }
+    }
+    for old in conflicting {
+        node.del_address(link.index, old).await?;
+        existing.retain(|a| a.net != old);
+    }
+    // Without DAD: the gateway comes from IPAM, and a tentative gateway would drop the pods'
+    // first packets for a second or more.
+    let added = node
+        .add_address(link.index, gw, false)
+        .await
+        .map_err(|e| prefix(e, &format!("setting gateway address on {}", link.name)))?;
+    existing.push(cni_netlink::Address {
+        index: link.index,
+        net: gw,
+        link_scope: false,
+    });
+    Ok(added)
+}
+
+/// Upstream's VLAN gateway: interface `<bridge>.<vlan>`, the peer of a veth whose other end is
+/// an access port of the VLAN on the bridge; the gateway address goes on it. Shared by every
+/// pod of the VLAN and never removed by DEL, as upstream.
+async fn ensure_vlan_gateway(node: &Netlink, bridge: &Link, conf: &BridgeConf) -> Result<Link> {
+    let name = format!("{}.{}", bridge.name, conf.vlan);
+    if let Some(l) = node.link_by_name(&name).await? {
+        if !l.up {
+            node.set_up(l.index).await?;
+        }
+        return Ok(l);
+    }
+    let host = names::vlan_gateway_veth(&bridge.name, conf.vlan);
+    let node_ns = NetNs::current()?;
+    let spec = VethSpec {
+        host_name: &host,
+        host_master: Some(bridge.index),
+        host_up: true,
+        peer_name: &name,
+        peer_ns: &node_ns,
+        peer_mac: None,
+        mtu: Some(bridge.mtu),
+    };
+    match node.create_veth(&spec).await {
+        Ok(()) => {
+            let index = node
+                .link_by_name(&host)
+                .await?
+                .map(|l| l.index)
+                .unwrap_or_default();
+            configure_port_vlans(node, index, conf.vlan, &[], conf.preserve_default_vlan).await?;
+        }
+        // Another ADD created it a moment ago.
+        Err(e) if cni_netlink::is_exists(&e) => {}
+        Err(e) => {
+            return Err(cni_netlink::nl_err(
+                format!("creating VLAN gateway interface {name}"),
+                e,
+            ))
+        }
+    }
+    node.set_up_by_name(&name).await?;
+    node.link_by_name(&name).await?.ok_or_else(|| {
+        CniError::new(
+            NETLINK_FAILURE,
+            format!("VLAN gateway interface {name} vanished right after it was created"),
+        )
+    })
+}
+
+fn prefix(mut e: CniError, what: &str) -> CniError {
+    e.msg = format!("{what}: {}", e.msg);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_types::IpConfig;
+
+    fn conf(gw: bool, default_gw: bool) -> BridgeConf {
+        BridgeConf {
+            network: "n".into(),
+            bridge: "cni0".into(),
+            is_gateway: gw || default_gw,
+            is_default_gateway: default_gw,
+            force_address: false,
+            ip_masq: false,
+            ip_masq_backend: None,
+            ip_masq_state_dir: None,
+            mtu: None,
+            hairpin: false,
+            promisc: false,
+            vlan: 0,
+            vlan_trunk: vec![],
+            preserve_default_vlan: true,
+            mac_spoof_check: false,
+            enable_dad: false,
+            disable_container_interface: false,
+            port_isolation: false,
+            mac: None,
+            ipam: Some("host-local".into()),
+        }
+    }
+
+    fn ip(a: &str, gw: Option<&str>) -> IpConfig {
+        IpConfig::new(a.parse().unwrap(), gw.map(|g| g.parse().unwrap()))
+    }
+
+    #[test]
+    fn gateways_and_default_routes_as_upstream() {
+        let mut r = CniResult {
+            ips: vec![
+                ip("10.22.0.5/16", None),
+                ip("10.23.0.5/24", Some("10.23.0.254")),
+                ip("fd00:22::5/64", None),
+            ],
+            ..Default::default()
+        };
+        let gws = calc_gateways(&mut r, &conf(false, true));
+        assert!(r.ips.iter().all(|i| i.interface == Some(2)));
+        assert_eq!(r.ips[0].gateway, Some("10.22.0.1".parse().unwrap()));
+        let gws: Vec<String> = gws.iter().map(ToString::to_string).collect();
+        assert_eq!(gws, ["10.22.0.1/16", "10.23.0.254/24", "fd00:22::1/64"]);
+        let routes: Vec<String> = r
+            .routes
+            .iter()
+            .map(|r| format!("{} {:?}", r.dst, r.gw))
+            .collect();
+        assert_eq!(
+            routes,
+            ["0.0.0.0/0 Some(10.22.0.1)", "::/0 Some(fd00:22::1)"]
+        );
+    }
+
+    #[test]
+    fn default_route_from_ipam_is_kept() {
+        let mut r = CniResult {
+            ips: vec![ip("10.22.0.5/16", Some("10.22.0.1"))],
+            routes: vec![Route::new(
+                "0.0.0.0/0".parse().unwrap(),
+                Some("10.22.0.99".parse().unwrap()),
+            )],
+            ..Default::default()
+        };
+        calc_gateways(&mut r, &conf(false, true));
+        assert_eq!(r.routes.len(), 1);
+        // Without isGateway there is no gateway to compute and nothing goes on the bridge.
+        let mut r = CniResult {
+            ips: vec![ip("10.22.0.5/16", None)],
+            ..Default::default()
+        };
+        assert!(calc_gateways(&mut r, &conf(false, false)).is_empty());
+        assert_eq!(r.ips[0].gateway, None);
+        assert!(r.routes.is_empty());
+    }
+
+    #[test]
+    fn first_addresses() {
+        let f = |s: &str| first_address(&s.parse().unwrap()).unwrap().to_string();
+        assert_eq!(f("10.22.3.4/16"), "10.22.0.1");
+        assert_eq!(f("fd00::99/64"), "fd00::1");
+    }
+}
