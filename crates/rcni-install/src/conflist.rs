@@ -1,0 +1,202 @@
+//! The node's conflist: the chain of conflists/10-rcni.conflist, filled in with this node's inputs.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde_json::{json, Value};
+
+/// File name in the conf dir. "10-" so it sorts before most add-ons' files: the runtime uses the
+/// first conflist by name.
+pub const CONFLIST_FILE: &str = "10-rcni.conflist";
+/// Network name, as in the shipped conflist.
+pub const NETWORK_NAME: &str = "rcni";
+
+/// A route in the node's own netns towards another node's pods (`hostRoutes` of rroutes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoute {
+    pub dst: IpNet,
+    pub gw: IpAddr,
+}
+
+impl FromStr for HostRoute {
+    type Err = anyhow::Error;
+
+    /// `DST=GW`, e.g. `10.244.1.0/24=192.168.1.12`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (dst, gw) = s.split_once('=').with_context(|| {
+            format!("host route {s:?}: expected DST=GW, e.g. 10.244.1.0/24=192.168.1.12")
+        })?;
+        let route = HostRoute {
+            dst: parse_cidr(dst).with_context(|| format!("host route {s:?}"))?,
+            gw: gw.trim().parse().with_context(|| {
+                format!("host route {s:?}: gateway {gw:?} is not an IP address")
+            })?,
+        };
+        if route.dst.addr().is_ipv4() != route.gw.is_ipv4() {
+            bail!("host route {s:?}: destination and gateway are of different IP families");
+        }
+        Ok(route)
+    }
+}
+
+impl fmt::Display for HostRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.dst, self.gw)
+    }
+}
+
+/// A CIDR as Kubernetes writes it: network address, no host bits (rhost-local would reject a
+/// range such as 10.244.1.5/24, and a typo there is better caught here).
+pub fn parse_cidr(s: &str) -> Result<IpNet> {
+    let s = s.trim();
+    let net: IpNet = s
+        .parse()
+        .with_context(|| format!("{s:?} is not a CIDR (expected e.g. 10.244.0.0/24)"))?;
+    if net.trunc() != net {
+        bail!("{s:?} has host bits set: did you mean {}?", net.trunc());
+    }
+    Ok(net)
+}
+
+/// Everything that differs from one node to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// This node's podCIDR(s): one, or one per family for dual stack.
+    pub pod_cidrs: Vec<IpNet>,
+    /// The cluster's pod network(s): traffic to them is not masqueraded.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// The other nodes' podCIDRs, each through that node's address.
+    pub host_routes: Vec<HostRoute>,
+    /// Bridge and veth MTU; the rbridge default when absent.
+    pub mtu: Option<u32>,
+}
+
+impl Inputs {
+    /// Rejects inputs that would give the node a broken network rather than none.
+    pub fn validate(&self) -> Result<()> {
+        if self.pod_cidrs.is_empty() {
+            bail!("no podCIDR for this node (--pod-cidr, or the node's spec.podCIDRs)");
+        }
+        let v4 = self.pod_cidrs.iter().filter(|n| n.addr().is_ipv4()).count();
+        if v4 > 1 || self.pod_cidrs.len() - v4 > 1 {
+            bail!(
+                "podCIDRs {:?}: at most one per IP family",
+                self.pod_cidrs
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+            );
+        }
+        if self.cluster_cidrs.is_empty() {
+            bail!("no cluster CIDR (--cluster-cidr or RCNI_CLUSTER_CIDRS): it is not in the Node API, and without it rmasq would masquerade pod-to-pod traffic");
+        }
+        // A podCIDR outside the cluster CIDRs would have this node's pods masqueraded towards
+        // every other pod: almost certainly a wrong flag.
+        for pod in &self.pod_cidrs {
+            if !self.cluster_cidrs.iter().any(|c| c.contains(pod)) {
+                bail!(
+                    "podCIDR {pod} is not inside any cluster CIDR ({})",
+                    join(&self.cluster_cidrs)
+                );
+            }
+        }
+        for r in &self.host_routes {
+            if r.dst.addr().is_ipv4() != r.gw.is_ipv4() {
+                bail!("host route {r}: destination and gateway are of different IP families");
+            }
+            if self
+                .pod_cidrs
+                .iter()
+                .any(|p| p.contains(&r.dst) || r.dst.contains(p))
+            {
+                bail!("host route {r} overlaps this node's own podCIDR");
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            if !(576..=65535).contains(&mtu) {
+                bail!("MTU {mtu} out of range (576..65535)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The conflist as JSON, keys in the order of conflists/10-rcni.conflist.
+    pub fn to_json(&self) -> Value {
+        let mut bridge = json!({
+            "type": "rbridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "hairpinMode": true,
+        });
+        if let Some(mtu) = self.mtu {
+            bridge["mtu"] = json!(mtu);
+        }
+        let ranges: Vec<Value> = self
+            .pod_cidrs
+            .iter()
+            .map(|n| json!([{ "subnet": n.to_string() }]))
+            .collect();
+        bridge["ipam"] = json!({
+            "type": "rhost-local",
+            "ranges": ranges,
+            "dataDir": "/var/lib/cni/networks",
+        });
+        let routes: Vec<Value> = self
+            .host_routes
+            .iter()
+            .map(|r| json!({ "dst": r.dst.to_string(), "gw": r.gw.to_string() }))
+            .collect();
+        json!({
+            "cniVersion": "1.0.0",
+            "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+            "name": NETWORK_NAME,
+            "plugins": [
+                bridge,
+                {
+                    "type": "rmasq",
+                    "nonMasqueradeCIDRs": self.cluster_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                },
+                { "type": "rroutes", "hostRoutes": routes },
+            ],
+        })
+    }
+
+    /// The file's bytes: pretty JSON and a final newline. Deterministic, so an unchanged input
+    /// never rewrites the file (the runtime reloads the conf dir on every write).
+    pub fn render(&self) -> String {
+        render_json(&self.to_json())
+    }
+}
+
+pub fn render_json(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("a JSON value always serializes");
+    s.push('\n');
+    s
+}
+
+/// `conflist` with an empty `hostRoutes`: what `rroutes sync` is given on uninstall so that it
+/// removes every route it installed for this network.
+pub fn without_host_routes(conflist: &str) -> Result<String> {
+    let mut v: Value = serde_json::from_str(conflist).context("conflist is not JSON")?;
+    let plugins = v
+        .get_mut("plugins")
+        .and_then(Value::as_array_mut)
+        .context("conflist has no plugins list")?;
+    for p in plugins.iter_mut() {
+        if p.get("type").and_then(Value::as_str) == Some("rroutes") {
+            p["hostRoutes"] = json!([]);
+        }
+    }
+    Ok(render_json(&v))
+}
+
+fn join(nets: &[IpNet]) -> String {
+    nets.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

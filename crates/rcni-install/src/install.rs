@@ -1,0 +1,614 @@
+//! Installing files atomically and removing exactly them again.
+//!
+//! Every file is written beside its target under a temporary name, fsynced, then renamed over
+//! the target, and the directory fsynced: a runtime reading the conf dir or executing a plugin
+//! sees the old file or the new one, never a part. What was installed is recorded in a manifest
+//! in the state dir *before* it is written, so `down` knows it even after a crash halfway: each
+//! file with the SHA-256 of what was written (a file someone has changed since is not ours to
+//! remove), a copy of any file it replaced (restored on `down`), the directories it created, and
+//! whether it synced routes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::conflist::{self, NETWORK_NAME};
+use crate::routes;
+
+/// The binaries installed, in the order of the chain.
+pub const PLUGINS: [&str; 4] = ["rbridge", "rhost-local", "rmasq", "rroutes"];
+pub const MANIFEST_FILE: &str = "installed.json";
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub conflist_name: String,
+}
+
+impl Layout {
+    pub fn conflist_path(&self) -> PathBuf {
+        self.conf_dir.join(&self.conflist_name)
+    }
+    pub fn manifest_path(&self) -> PathBuf {
+        self.state_dir.join(MANIFEST_FILE)
+    }
+    pub fn rroutes_path(&self) -> PathBuf {
+        self.bin_dir.join("rroutes")
+    }
+}
+
+/// What `down` reads back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+    /// In creation order; removed in reverse, each only if empty.
+    #[serde(default)]
+    pub created_dirs: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<RoutesEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: PathBuf,
+    /// Contents that count as ours: the last written, plus the previous one while a rewrite is
+    /// under way (a crash between the manifest and the rename leaves either on disk).
+    pub sha256: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Backup>,
+}
+
+/// The file that was at a path before we wrote there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Backup {
+    File {
+        copy: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesEntry {
+    pub rroutes: PathBuf,
+    pub conflist: PathBuf,
+}
+
+/// One file to install.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub path: PathBuf,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub files: Vec<Desired>,
+    /// `rroutes sync --conflist` with this binary after the files, if set.
+    pub sync_routes: Option<PathBuf>,
+}
+
+impl Plan {
+    /// The four plugins from `src_dir` and the conflist text.
+    pub fn new(layout: &Layout, src_dir: &Path, conflist: &str, sync_routes: bool) -> Result<Plan> {
+        let mut files = Vec::new();
+        for name in PLUGINS {
+            let src = src_dir.join(name);
+            let content = fs::read(&src).with_context(|| {
+                format!(
+                    "plugin binary {} (build with `cargo build --release`, or point --src-dir at the binaries)",
+                    src.display()
+                )
+            })?;
+            files.push(Desired {
+                path: layout.bin_dir.join(name),
+                content,
+                mode: 0o755,
+            });
+        }
+        files.push(Desired {
+            path: layout.conflist_path(),
+            content: conflist.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        Ok(Plan {
+            files,
+            sync_routes: sync_routes.then(|| layout.rroutes_path()),
+        })
+    }
+}
+
+/// What one `up` did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub actions: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Whether the conflist (or any file) was written in this call.
+    pub changed: bool,
+}
+
+pub struct Installer {
+    pub layout: Layout,
+    pub dry_run: bool,
+}
+
+/// What is at a path now.
+enum Current {
+    Missing,
+    File {
+        sha256: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink(PathBuf),
+}
+
+impl Current {
+    fn read(path: &Path) -> Result<Current> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Current::Missing),
+            Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+        };
+        if meta.file_type().is_symlink() {
+            return Ok(Current::Symlink(fs::read_link(path)?));
+        }
+        if !meta.is_file() {
+            bail!(
+                "{} exists and is not a file: refusing to replace it",
+                path.display()
+            );
+        }
+        let content = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Current::File {
+            sha256: sha256(&content),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+}
+
+impl Installer {
+    pub fn new(layout: Layout, dry_run: bool) -> Self {
+        Installer { layout, dry_run }
+    }
+
+    pub fn load_manifest(&self) -> Result<Option<Manifest>> {
+        let path = self.layout.manifest_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: not an rcni-install manifest", path.display()))
+                .map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save_manifest(&self, m: &Manifest) -> Result<()> {
+        let text = conflist::render_json(&serde_json::to_value(m)?);
+        write_atomic(&self.layout.manifest_path(), text.as_bytes(), 0o644, None)
+    }
+
+    /// Installs `plan`: writes what differs from what is on disk, then syncs routes. Idempotent:
+    /// a second call with the same plan writes nothing.
+    pub fn up(&self, plan: &Plan) -> Result<Report> {
+        let mut report = Report::default();
+        let existing = self.load_manifest()?;
+        let mut m = existing.clone().unwrap_or_default();
+        let would = if self.dry_run { "would " } else { "" };
+
+        for dir in [
+            &self.layout.state_dir,
+            &self.layout.bin_dir,
+            &self.layout.conf_dir,
+        ] {
+            self.ensure_dir(dir, &mut m, &mut report)?;
+        }
+
+        let mut writes: Vec<&Desired> = Vec::new();
+        for d in &plan.files {
+            let new = sha256(&d.content);
+            let cur = Current::read(&d.path)?;
+            match m.files.iter_mut().find(|e| e.path == d.path) {
+                Some(e) => {
+                    if let Current::File { sha256, mode, .. } = &cur {
+                        if *sha256 == new && *mode == d.mode {
+                            continue;
+                        }
+                    }
+                    if !e.sha256.contains(&new) {
+                        e.sha256.insert(0, new);
+                    }
+                }
+                None => {
+                    let backup = match &cur {
+                        Current::Missing => None,
+                        _ => Some(self.backup(&d.path, &cur, &mut m, &mut report)?),
+                    };
+                    m.files.push(FileEntry {
+                        path: d.path.clone(),
+                        sha256: vec![new],
+                        backup,
+                    });
+                }
+            }
+            writes.push(d);
+        }
+
+        let routes = plan.sync_routes.as_ref().map(|rroutes| RoutesEntry {
+            rroutes: rroutes.clone(),
+            conflist: self.layout.conflist_path(),
+        });
+        if routes.is_some() && m.routes != routes {
+            m.routes = routes;
+        }
+
+        if !self.dry_run && existing.as_ref() != Some(&m) {
+            // Recorded first: a crash from here on leaves nothing `down` does not know about.
+            self.save_manifest(&m)?;
+        }
+        for d in &writes {
+            report
+                .actions
+                .push(format!("{would}install {}", d.path.display()));
+            if !self.dry_run {
+                write_atomic(&d.path, &d.content, d.mode, None)?;
+            }
+        }
+        if !writes.is_empty() {
+            report.changed = true;
+            for e in &mut m.files {
+                e.sha256.truncate(1);
+            }
+            if !self.dry_run {
+                self.save_manifest(&m)?;
+            }
+        }
+
+        if let Some(rroutes) = &plan.sync_routes {
+            let conflist = self.layout.conflist_path();
+            if self.dry_run {
+                report.actions.push(format!(
+                    "would run {} sync --conflist {}",
+                    rroutes.display(),
+                    conflist.display()
+                ));
+            } else {
+                routes::sync(rroutes, &conflist)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Undoes `up`: routes first (while rroutes is still installed), then the files, restoring
+    /// any file they replaced, then the directories `up` created if they are empty. A file
+    /// changed since `up` wrote it is left in place with a warning.
+    pub fn down(&self, skip_routes: bool) -> Result<Report> {
+        let mut report = Report::default();
+        let would = if self.dry_run { "would " } else { "" };
+        let Some(mut m) = self.load_manifest()? else {
+            report.actions.push(format!(
+                "nothing to remove: no manifest at {}",
+                self.layout.manifest_path().display()
+            ));
+            return Ok(report);
+        };
+
+        if let Some(r) = m.routes.clone().filter(|_| !skip_routes) {
+            self.remove_routes(&r, &mut m, &mut report)?;
+        }
+
+        for e in m.files.iter().rev() {
+            let cur = Current::read(&e.path)?;
+            let ours = match &cur {
+                Current::Missing => true,
+                Current::File { sha256, .. } => e.sha256.contains(sha256),
+                Current::Symlink(_) => false,
+            };
+            if !ours {
+                report.warnings.push(format!(
+                    "{} changed since rcni-install wrote it: left in place{}",
+                    e.path.display(),
+                    match &e.backup {
+                        Some(Backup::File { copy, .. }) =>
+                            format!(" (the file it replaced is kept at {})", copy.display()),
+                        _ => String::new(),
+                    }
+                ));
+                continue;
+            }
+            match &e.backup {
+                None => {
+                    if !matches!(cur, Current::Missing) {
+                        report
+                            .actions
+                            .push(format!("{would}remove {}", e.path.display()));
+                        if !self.dry_run {
+                            remove_file_synced(&e.path)?;
+                        }
+                    }
+                }
+                Some(b) => {
+                    report.actions.push(format!(
+                        "{would}restore {} as it was before",
+                        e.path.display()
+                    ));
+                    if !self.dry_run {
+                        restore(&e.path, b)?;
+                    }
+                }
+            }
+        }
+
+        report.actions.push(format!(
+            "{would}remove {}",
+            self.layout.manifest_path().display()
+        ));
+        for dir in m.created_dirs.iter().rev() {
+            report.actions.push(format!(
+                "{would}remove directory {} if empty",
+                dir.display()
+            ));
+        }
+        if self.dry_run {
+            return Ok(report);
+        }
+        remove_file_synced(&self.layout.manifest_path())?;
+        for dir in m.created_dirs.iter().rev() {
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => report
+                    .warnings
+                    .push(format!("{} is not empty: left in place", dir.display())),
+                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// `rroutes sync` on the conflist with no hostRoutes: rroutes removes the routes it
+    /// installed. The conflist at its own path while it is still ours (rroutes may key what it
+    /// installed by file), else a minimal one in the state dir.
+    fn remove_routes(&self, r: &RoutesEntry, m: &mut Manifest, report: &mut Report) -> Result<()> {
+        let entry = m.files.iter_mut().find(|e| e.path == r.conflist);
+        let current = match fs::read_to_string(&r.conflist) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", r.conflist.display())),
+        };
+        let ours = match (&entry, &current) {
+            (Some(e), Some(text)) => e.sha256.contains(&sha256(text.as_bytes())),
+            _ => false,
+        };
+        let (path, text) = match (ours, &current) {
+            (true, Some(text)) => (r.conflist.clone(), conflist::without_host_routes(text)?),
+            _ => (
+                self.layout.state_dir.join("routes-cleanup.conflist"),
+                conflist::render_json(&serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "name": NETWORK_NAME,
+                    "plugins": [{ "type": "rroutes", "hostRoutes": [] }],
+                })),
+            ),
+        };
+        report.actions.push(format!(
+            "{}run {} sync --conflist {} with no hostRoutes",
+            if self.dry_run { "would " } else { "" },
+            r.rroutes.display(),
+            path.display()
+        ));
+        if self.dry_run {
+            return Ok(());
+        }
+        if ours {
+            if let Some(e) = entry {
+                e.sha256.push(sha256(text.as_bytes()));
+            }
+            self.save_manifest(m)?;
+        }
+        write_atomic(&path, text.as_bytes(), 0o644, None)?;
+        routes::sync(&r.rroutes, &path).context(
+            "removing the routes failed, nothing else was removed (`down --skip-routes` removes the files anyway)",
+        )?;
+        if !ours {
+            remove_file_synced(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` and missing parents, recording each one created.
+    fn ensure_dir(&self, dir: &Path, m: &mut Manifest, report: &mut Report) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut p = Some(dir);
+        while let Some(d) = p {
+            if d.as_os_str().is_empty() || d.exists() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            p = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            if self.dry_run {
+                report
+                    .actions
+                    .push(format!("would create directory {}", d.display()));
+            } else {
+                fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+                report
+                    .actions
+                    .push(format!("created directory {}", d.display()));
+            }
+            if !m.created_dirs.contains(&d) {
+                m.created_dirs.push(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps what is at `path` in the state dir, to be put back by `down`.
+    fn backup(
+        &self,
+        path: &Path,
+        cur: &Current,
+        m: &mut Manifest,
+        report: &mut Report,
+    ) -> Result<Backup> {
+        let would = if self.dry_run { "would " } else { "" };
+        match cur {
+            Current::Symlink(target) => {
+                report.actions.push(format!(
+                    "{would}replace symlink {} -> {} (restored by down)",
+                    path.display(),
+                    target.display()
+                ));
+                Ok(Backup::Symlink {
+                    target: target.clone(),
+                })
+            }
+            Current::File { mode, uid, gid, .. } => {
+                let dir = self.layout.state_dir.join("backup");
+                self.ensure_dir(&dir, m, report)?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let copy = dir.join(format!("{}-{name}", m.files.len()));
+                report.actions.push(format!(
+                    "{would}keep the existing {} as {} (restored by down)",
+                    path.display(),
+                    copy.display()
+                ));
+                if !self.dry_run {
+                    let content =
+                        fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                    write_atomic(&copy, &content, 0o600, None)?;
+                }
+                Ok(Backup::File {
+                    copy,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                })
+            }
+            Current::Missing => unreachable!("nothing to back up"),
+        }
+    }
+}
+
+fn restore(path: &Path, b: &Backup) -> Result<()> {
+    match b {
+        Backup::File {
+            copy,
+            mode,
+            uid,
+            gid,
+        } => {
+            let content = fs::read(copy)
+                .with_context(|| format!("reading the kept copy {}", copy.display()))?;
+            write_atomic(path, &content, *mode, Some((*uid, *gid)))?;
+            remove_file_synced(copy)
+        }
+        Backup::Symlink { target } => {
+            let tmp = temp_name(path);
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+            sync_parent(path)
+        }
+    }
+}
+
+/// Beside the target, hidden and ending in `.tmp`: libcni loads only `.conf`, `.conflist` and
+/// `.json` from the conf dir, so a runtime never reads a half-written conflist either.
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.rcni-install-{}.tmp", std::process::id()))
+}
+
+/// Write beside, fsync, rename over, fsync the directory.
+pub fn write_atomic(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    let tmp = temp_name(path);
+    let _ = fs::remove_file(&tmp);
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(content)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        if let Some((uid, gid)) = owner {
+            // Only when it differs: chown needs CAP_CHOWN, which the DaemonSet drops.
+            let meta = f.metadata()?;
+            if (meta.uid(), meta.gid()) != (uid, gid) {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {}", tmp.display()))?;
+            }
+        }
+        // After chown, which clears set-id bits; and past the umask.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()
+            .with_context(|| format!("fsync {}", tmp.display()))?;
+        drop(f);
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_parent(path)
+}
+
+fn remove_file_synced(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync {}", dir.display()))
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
