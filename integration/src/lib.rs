@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod cluster;
+pub mod cri;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
