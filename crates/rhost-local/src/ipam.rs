@@ -63,11 +63,16 @@ fn allocate(
     had: &[IpAddr],
     fresh: &mut Vec<Allocation>,
 ) -> Result<Vec<Allocation>> {
-    let mut out = Vec::with_capacity(conf.range_sets.len());
+    let existing: Vec<Option<IpAddr>> = conf
+        .range_sets
+        .iter()
+        .map(|set| had.iter().copied().find(|ip| set.contains(*ip)))
+        .collect();
+    // Conflicts of requested addresses first, so that a refused ADD writes nothing at all.
     for (i, set) in conf.range_sets.iter().enumerate() {
-        let existing = had.iter().copied().find(|ip| set.contains(*ip));
-        let ip = match (existing, &requested[i]) {
-            (Some(ip), Some(req)) if ip != req.ip => {
+        let Some(req) = &requested[i] else { continue };
+        match existing[i] {
+            Some(ip) if ip != req.ip => {
                 return Err(CniError::new(
                     ADDRESS_IN_USE,
                     format!(
@@ -79,6 +84,23 @@ fn allocate(
                     ),
                 ));
             }
+            Some(_) => {}
+            None => match store.dir().slot(req.ip)? {
+                Slot::Held(other) => return Err(in_use(conf, req, &other.to_string())),
+                Slot::NotAFile => {
+                    return Err(in_use(
+                        conf,
+                        req,
+                        "something that is not a reservation file",
+                    ))
+                }
+                Slot::Free | Slot::Leftover => {}
+            },
+        }
+    }
+    let mut out = Vec::with_capacity(conf.range_sets.len());
+    for (i, set) in conf.range_sets.iter().enumerate() {
+        let ip = match (existing[i], &requested[i]) {
             (Some(ip), _) => ip,
             (None, Some(req)) => {
                 reserve_requested(store, conf, owner, req)?;
@@ -115,43 +137,37 @@ fn allocate(
     Ok(out)
 }
 
+fn in_use(conf: &Config, req: &Requested, holder: &str) -> CniError {
+    CniError::new(
+        ADDRESS_IN_USE,
+        format!(
+            "requested address {} ({}) is in use by {holder} in network {:?}",
+            req.ip, req.source, conf.network
+        ),
+    )
+}
+
 fn reserve_requested(
     store: &mut Store,
     conf: &Config,
     owner: &Owner,
     req: &Requested,
 ) -> Result<()> {
-    // Two rounds: a leftover of a killed writer is reclaimed, then the address taken.
-    for _ in 0..2 {
+    if store.reserve(req.ip, owner)? {
+        return Ok(());
+    }
+    // Checked free or a leftover before; under the lock only a leftover can be in the way.
+    if store.dir().slot(req.ip)? == Slot::Leftover {
+        store.release(req.ip, owner)?;
         if store.reserve(req.ip, owner)? {
             return Ok(());
         }
-        match store.dir().slot(req.ip)? {
-            Slot::Leftover => {
-                store.release(req.ip, owner)?;
-            }
-            Slot::Free => {}
-            Slot::Held(other) => {
-                return Err(CniError::new(
-                    ADDRESS_IN_USE,
-                    format!(
-                        "requested address {} ({}) is in use by {other} in network {:?}",
-                        req.ip, req.source, conf.network
-                    ),
-                ))
-            }
-            Slot::NotAFile => break,
-        }
     }
-    Err(CniError::new(
-        ADDRESS_IN_USE,
-        format!(
-            "requested address {} ({}) cannot be reserved: {} is not a reservation file",
-            req.ip,
-            req.source,
-            store.dir().ip_path(req.ip).display()
-        ),
-    ))
+    let holder = match store.dir().slot(req.ip)? {
+        Slot::Held(o) => o.to_string(),
+        _ => "an unreadable file".to_string(),
+    };
+    Err(in_use(conf, req, &holder))
 }
 
 /// DEL: releases what the attachment holds; if it holds nothing, what old-format reservations
@@ -216,36 +232,35 @@ pub fn check(
     let Some(prev) = prev else {
         return Ok(());
     };
-    let listed: Vec<_> = prev
+    let mut listed: Vec<_> = prev
         .ips
         .iter()
         .filter(|c| conf.range_sets.iter().any(|s| s.contains(c.address.addr())))
         .map(|c| c.address)
         .collect();
-    for (i, ip) in &ours {
-        let want = conf.range_sets[*i]
-            .range_for(*ip)
-            .expect("found in this set")
-            .with_prefix(*ip);
-        if !listed.contains(&want) {
-            return Err(CniError::new(
-                CHECK_MISMATCH,
-                format!(
-                    "{owner} holds {want} in network {:?}, but prevResult does not list it",
-                    conf.network
-                ),
-            ));
-        }
-    }
-    if let Some(extra) = listed
+    let mut holds: Vec<_> = ours
         .iter()
-        .find(|a| !ours.iter().any(|(_, ip)| *ip == a.addr()))
-    {
+        .map(|(i, ip)| {
+            conf.range_sets[*i]
+                .range_for(*ip)
+                .expect("found in this set")
+                .with_prefix(*ip)
+        })
+        .collect();
+    listed.sort();
+    holds.sort();
+    if listed != holds {
+        let show = |v: &[ipnet::IpNet]| {
+            let s: Vec<String> = v.iter().map(ToString::to_string).collect();
+            format!("[{}]", s.join(", "))
+        };
         return Err(CniError::new(
             CHECK_MISMATCH,
             format!(
-                "prevResult lists {extra}, but {owner} does not hold it in network {:?}",
-                conf.network
+                "prevResult lists {} in the ranges of network {:?}, but {owner} holds {}",
+                show(&listed),
+                conf.network,
+                show(&holds)
             ),
         ));
     }
@@ -298,3 +313,6 @@ pub fn status(conf: &Config) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
