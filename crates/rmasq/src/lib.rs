@@ -114,10 +114,11 @@ impl Masq {
                 "the pod has no IP address to masquerade",
             ));
         }
+        let l = self.store.lock()?;
+        // Under the lock, so concurrent first ADDs agree on the detected backend.
         let kind = self.resolve_backend(opts)?;
         let be = backend(kind);
         let pairs = self.classes_for(kind, network, addrs, opts);
-        let l = self.store.lock()?;
         if let Some(old) = l.record(network, container_id, ifname)? {
             // ADD again without DEL (a retried ADD): start from a clean slate.
             self.teardown_locked(&l, &old)?;
@@ -145,6 +146,13 @@ impl Masq {
                 .filter(|(_, f)| *f)
                 .map(|(c, _)| c.clone())
                 .collect();
+            // Addresses another attachment owns stay.
+            let mut remove = Vec::new();
+            for (c, addr) in &plan.add {
+                if !l.other_owners(&c.id, *addr, &owner)? {
+                    remove.push((c.clone(), *addr));
+                }
+            }
             let undo = Plan {
                 live: plan
                     .live
@@ -152,7 +160,7 @@ impl Masq {
                     .filter(|c| !fresh.iter().any(|f| f.id == c.id))
                     .cloned()
                     .collect(),
-                remove: plan.add.clone(),
+                remove,
                 drop: fresh,
                 ..Plan::default()
             };

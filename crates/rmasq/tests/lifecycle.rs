@@ -303,3 +303,27 @@ fn conf_with_state(w: &World, conf: &Value) -> Value {
     c["stateDir"] = json!(w.state.display().to_string());
     c
 }
+
+#[test]
+fn failed_add_leaves_nothing() {
+    for backend in BACKENDS {
+        let w = World::new();
+        let conf = w.conf(backend, &["10.77.0.9/24"], json!({}));
+        let inv = Invocation::new("ADD", "c1", Some("/proc/self/ns/net"), "eth0")
+            .with_env("PATH", "/nonexistent");
+        let out = run_plugin(Some(&w.node), &plugin_bin("rmasq"), &inv, &conf.to_string());
+        assert_eq!(out.err_code(), Some(105), "{backend}: {}", out.stdout);
+        assert!(
+            out.stdout.contains(backend.trim_end_matches("tables")),
+            "{}",
+            out.stdout
+        );
+        let check = w.rmasq("CHECK", "c1", &conf);
+        assert!(
+            check.stdout.contains("no masquerade state"),
+            "{}",
+            check.stdout
+        );
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+    }
+}
