@@ -262,14 +262,17 @@ impl AddRoute {
         s
     }
 
-    /// The route as the result lists it (1.1.0 fields dropped by older versions' output).
+    /// The route as the result lists it (1.1.0 fields dropped by older versions' output). A
+    /// route without gateway is installed straight through CNI_IFNAME, as route-override does;
+    /// since a result route without `gw` conventionally means "via the default gateway", it is
+    /// listed with scope link (253) so a 1.1.0 result says what is installed.
     pub fn result_route(&self) -> Route {
         let mut r = Route::new(self.dst, self.gw);
         r.mtu = self.mtu;
         r.advmss = self.advmss;
         r.priority = self.priority;
         r.table = self.table;
-        r.scope = self.scope;
+        r.scope = self.scope.or(self.gw.is_none().then_some(253));
         r
     }
 

@@ -3,7 +3,8 @@
 //! In the pod, on CNI_IFNAME only, in this order: `flushRoutes`, `flushGateway`, `delRoutes`,
 //! `addRoutes` (see [`conf`] for the keys and how `args.cni` combines with them). The result it
 //! passes on is prevResult with exactly those changes. In the node's netns: `hostRoutes`, ensured
-//! on every ADD and reconciled by `rroutes sync --conflist FILE` (see [`host`]).
+//! on every ADD and reconciled by `rroutes sync --conflist FILE` (see [`host`]). README.md has
+//! the keys, the design decisions and what is left out.
 
 pub mod conf;
 pub mod host;

@@ -2,7 +2,7 @@
 //! libcni drives a conflist: ADD in order passing prevResult, CHECK with the final result, DEL in
 //! reverse. Every plugin's CHECK (upstream's included) must accept rroutes' result.
 //!
-//! Debian's upstream plugins speak up to 1.0.0, so 1.1.0 is not chained here.
+//! Debian's upstream plugins speak up to 1.0.0, so 1.1.0 is chained after rbridge only.
 
 mod common;
 
@@ -118,6 +118,29 @@ fn after_upstream_ptp() {
             "fd00:89::1",
             // ptp replaces the connected subnet routes with routes via the gateway, unlisted.
             &["10.89.0.0/24 via 10.89.0.1", "fd00:89::/64 via fd00:89::1"],
+        );
+    }
+}
+
+#[test]
+fn after_rbridge_and_rhost_local() {
+    for v in common::VERSIONS {
+        let data = temp_dir("rroutes-ipam");
+        let mut ipam = ipam(&data, "10.87.0.0/24", "fd00:87::/64");
+        ipam["type"] = json!("rhost-local");
+        let bridge = json!({
+            "type": "rbridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "ipam": ipam
+        });
+        run_chain(
+            bridge,
+            rroutes("10.87.0.1", "fd00:87::1"),
+            v,
+            "10.87.0.1",
+            "fd00:87::1",
+            &[],
         );
     }
 }

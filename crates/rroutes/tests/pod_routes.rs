@@ -131,7 +131,9 @@ fn add_routes() -> Value {
         {"dst": "10.10.0.0/16", "gw": GW4, "mtu": 1400, "advmss": 1360, "priority": 5, "table": 100},
         {"dst": "10.11.0.0/16", "scope": 253},
         {"dst": "10.12.0.0/16", "gw": GW4},
-        {"dst": "fd00:10::/64", "gw": GW6, "priority": 50, "mtu": 1300}
+        {"dst": "fd00:10::/64", "gw": GW6, "priority": 50, "mtu": 1300},
+        // No gateway: straight through eth0, as route-override does.
+        {"dst": "fd00:11::/64"}
     ]})
 }
 
@@ -155,6 +157,8 @@ fn add_routes_with_every_field_in_every_version() {
         );
         let r = find("10.11.0.0/16");
         assert_eq!((r.gw, r.scope, r.proto), (None, 253, 114));
+        let r = find("fd00:11::/64");
+        assert_eq!((r.gw, r.proto), (None, 114));
         let r = find("fd00:10::/64");
         assert_eq!(
             (r.gw.as_deref(), r.metric, r.mtu),
@@ -176,6 +180,18 @@ fn add_routes_with_every_field_in_every_version() {
             // The schema of older versions has no place for these fields.
             assert_eq!(*listed[0], json!({"dst": "10.10.0.0/16", "gw": GW4}));
         }
+        let device = out["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dst"] == "fd00:11::/64")
+            .unwrap();
+        if v == "1.1.0" {
+            // Said to be on-link rather than via the default gateway.
+            assert_eq!(*device, json!({"dst": "fd00:11::/64", "scope": 253}));
+        } else {
+            assert_eq!(*device, json!({"dst": "fd00:11::/64"}));
+        }
         if matches!(v, "0.3.1" | "0.4.0") {
             assert_eq!(out["ips"][0]["version"], "4");
         } else {
@@ -185,10 +201,10 @@ fn add_routes_with_every_field_in_every_version() {
         // 1.1.0 the result cannot say that 10.10.0.0/16 is in table 100, and the read-back
         // compares the main table only.
         let mut without_dev = out.clone();
-        without_dev["routes"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|r| r["dst"] != "10.11.0.0/16" && (v == "1.1.0" || r["dst"] != "10.10.0.0/16"));
+        without_dev["routes"].as_array_mut().unwrap().retain(|r| {
+            !["10.11.0.0/16", "fd00:11::/64"].contains(&r["dst"].as_str().unwrap())
+                && (v == "1.1.0" || r["dst"] != "10.10.0.0/16")
+        });
         assert_result_is_kernel(&without_dev, &w.pod, "eth0", GW4, GW6);
     }
 }
