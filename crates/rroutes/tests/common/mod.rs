@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use cni_testkit::{
-    bin_dir, cni_path_with_upstream, plugin_bin, run_plugin, upstream_bin, Invocation, Netns,
-    PluginRun,
+    bin_dir, cni_path_with_upstream, plugin_bin, run_plugin, upstream_bin, upstream_dir,
+    Invocation, Netns, PluginRun,
 };
 use serde_json::{json, Value};
 
@@ -267,13 +267,16 @@ impl World {
     }
 }
 
-/// The binary for a plugin `type`: ours if built, else upstream's.
+/// The binary for a plugin `type`: ours if built, else upstream's; panics saying what to build
+/// or install when neither exists.
 pub fn binary(plugin_type: &str) -> PathBuf {
     let ours = bin_dir().join(plugin_type);
     if ours.is_file() {
         ours
-    } else {
+    } else if upstream_dir().join(plugin_type).is_file() {
         upstream_bin(plugin_type)
+    } else {
+        plugin_bin(plugin_type)
     }
 }
 
