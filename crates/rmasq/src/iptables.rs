@@ -58,10 +58,11 @@ fn list_chain(t: &IPTables, table: &str, chain: &str) -> Result<Option<Vec<Strin
     if !out.status.success() {
         return Ok(None);
     }
+    // -S quotes comments ("rmasq:x"); ours hold no spaces, so unquoting is exact.
     Ok(Some(
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(String::from)
+            .map(|l| l.replace('"', ""))
             .collect(),
     ))
 }
@@ -118,6 +119,19 @@ fn ensure_chain(t: &IPTables, table: &str, chain: &str) -> Result<()> {
     Ok(())
 }
 
+/// True if `chain` holds exactly `rules`, in order.
+fn has_exactly(t: &IPTables, table: &str, chain: &str, rules: &[String]) -> Result<bool> {
+    let Some(lines) = list_chain(t, table, chain)? else {
+        return Ok(false);
+    };
+    let have: Vec<&String> = lines.iter().filter(|l| l.starts_with("-A ")).collect();
+    Ok(have.len() == rules.len()
+        && have
+            .iter()
+            .zip(rules)
+            .all(|(h, r)| **h == format!("-A {chain} {r}")))
+}
+
 fn append_if_missing(t: &IPTables, table: &str, chain: &str, rule: &str) -> Result<()> {
     let what = || format!("{} -t {table} -A {chain} {rule}", t.cmd);
     if !run(t.exists(table, chain, rule), what)? {
@@ -138,11 +152,11 @@ fn ensure_class(c: &Class, fresh: bool) -> Result<()> {
     let t = ipt(c.is_v4());
     let chain = nat_chain(c);
     let jump = jump_rule(c);
-    // An existing class needs only a quick look: its rules are rewritten if a firewall reload
-    // (or a person) removed them.
+    // An existing class needs only a look (two execs): its rules are rewritten if a firewall
+    // reload, or a person, changed them.
     if !fresh
+        && has_exactly(&t, "nat", &chain, &class_rules(c))?
         && run(t.exists("nat", "POSTROUTING", &jump), || jump.clone())?
-        && run(t.exists("nat", &chain, "-j MASQUERADE"), || chain.clone())?
     {
         return Ok(());
     }
@@ -182,9 +196,11 @@ pub fn ensure_forward(c: &Class, fresh: bool) -> Result<()> {
     let t = ipt(c.is_v4());
     let rules = forward_rules(c);
     if !fresh
-        && run(t.exists("filter", FORWARD_CHAIN, &rules[0]), || {
-            rules[0].clone()
-        })?
+        && list_chain(&t, "filter", FORWARD_CHAIN)?.is_some_and(|lines| {
+            rules
+                .iter()
+                .all(|r| lines.contains(&format!("-A {FORWARD_CHAIN} {r}")))
+        })
         && run(t.exists("filter", "FORWARD", FORWARD_JUMP), || {
             FORWARD_JUMP.into()
         })?

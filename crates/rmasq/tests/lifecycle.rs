@@ -128,11 +128,17 @@ fn check_reports_what_was_deleted_by_hand_and_add_repairs_it() {
     let conf = w.conf("iptables", &["10.77.0.9/24"], json!({}));
     w.rmasq("ADD", "i1", &conf).ok();
     let chain = format!("RMASQ-{}", class_of("iptables", "10.77.0.9/24").id);
-    w.node
-        .sh(&format!("iptables -w -t nat -D {chain} -j MASQUERADE"));
+    w.node.sh(&format!(
+        "iptables -w -t nat -D {chain} -d 10.77.0.0/24 -j RETURN"
+    ));
     let out = w.rmasq("CHECK", "i1", &conf);
     assert_eq!(out.err_code(), Some(102), "{}", out.stdout);
-    assert!(out.stdout.contains("MASQUERADE"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("-d 10.77.0.0/24 -j RETURN"),
+        "{}",
+        out.stdout
+    );
+    // Another pod's ADD finds the class's chain changed and rewrites it.
     w.rmasq(
         "ADD",
         "i2",
@@ -144,9 +150,16 @@ fn check_reports_what_was_deleted_by_hand_and_add_repairs_it() {
     let out = w.rmasq("CHECK", "i1", &conf);
     assert_eq!(out.err_code(), Some(102), "{}", out.stdout);
     assert!(out.stdout.contains("RMASQ-FORWARD"), "{}", out.stdout);
+    w.rmasq(
+        "ADD",
+        "i3",
+        &w.conf("iptables", &["10.77.0.11/24"], json!({})),
+    )
+    .ok();
+    w.rmasq("CHECK", "i1", &conf).assert_ok();
 
     // CHECK compares with prevResult and config too.
-    let other = w.conf("iptables", &["10.77.0.11/24"], json!({}));
+    let other = w.conf("iptables", &["10.77.0.12/24"], json!({}));
     assert_eq!(w.rmasq("CHECK", "i1", &other).err_code(), Some(102));
     let changed = w.conf(
         "iptables",
@@ -326,4 +339,21 @@ fn failed_add_leaves_nothing() {
         );
         assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
     }
+}
+
+/// A second pod of a class only looks at the iptables rules: same rule handles (iptables-nft).
+#[test]
+fn iptables_second_pod_does_not_rewrite_rules() {
+    let w = World::new();
+    w.rmasq("ADD", "c0", &pod_conf(&w, "iptables", 0)).ok();
+    let snapshot = || {
+        w.node
+            .sh("nft -a list table ip nat; nft -a list table ip6 nat; nft -a list table ip filter")
+    };
+    let before = snapshot();
+    assert!(before.contains("RMASQ-"), "{before}");
+    w.rmasq("ADD", "c1", &pod_conf(&w, "iptables", 1)).ok();
+    w.rmasq("DEL", "c1", &pod_conf(&w, "iptables", 1))
+        .assert_ok();
+    assert_eq!(before, snapshot());
 }
