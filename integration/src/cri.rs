@@ -268,6 +268,7 @@ impl Containerd {
     pub fn prepare() -> Containerd {
         cni_testkit::require_root();
         let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        sweep_stale_runs();
         for (program, package) in [
             ("containerd", "containerd"),
             ("containerd-shim-runc-v2", "containerd"),
@@ -286,7 +287,10 @@ impl Containerd {
             .filter(|p| !p.exists())
             .collect();
         Containerd {
-            cgroups: new_cgroup_parents(),
+            cgroups: cgroup_parents()
+                .into_iter()
+                .filter(|d| !d.exists())
+                .collect(),
             node: Some(Netns::new("node")),
             dir: Some(temp_dir("cri")),
             child: None,
@@ -687,9 +691,9 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The cgroup parents containerd will create for sandboxes (`k8s.io`, as no cgroup_parent is
-/// given) that do not exist yet, in every v1 hierarchy or at the v2 root.
-fn new_cgroup_parents() -> Vec<PathBuf> {
+/// Where containerd puts the sandboxes' cgroups (`k8s.io`, as no cgroup_parent is given): in
+/// every v1 hierarchy, or at the v2 root.
+fn cgroup_parents() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     let mut dirs = vec![root.join(K8S_NS)];
     if let Ok(entries) = std::fs::read_dir(root) {
@@ -699,7 +703,6 @@ fn new_cgroup_parents() -> Vec<PathBuf> {
             }
         }
     }
-    dirs.retain(|d| !d.exists());
     dirs
 }
 
@@ -748,7 +751,16 @@ fn kill_shims(node: &Netns) {
         "warning: processes left in netns {} after containerd: {pids:?}; killing them",
         node.name()
     );
-    let mut all = pids.clone();
+    kill_trees(pids);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !netns_pids(node).is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL to `pids` and all their descendants, children first.
+fn kill_trees(pids: Vec<i32>) {
+    let mut all = pids;
     let mut i = 0;
     while i < all.len() {
         all.extend(children_of(all[i]));
@@ -760,10 +772,111 @@ fn kill_shims(node: &Netns) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !netns_pids(node).is_empty() {
-        std::thread::sleep(Duration::from_millis(20));
+}
+
+/// Cleans up after test processes that were killed (SIGKILL skips Drop): their containerd died
+/// with them (PDEATHSIG), but shims, sandboxes, mounts and directories remain. Runs of live
+/// processes are left alone.
+fn sweep_stale_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let mut swept = false;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("cri-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = e.path();
+        if pid == std::process::id()
+            || Path::new(&format!("/proc/{pid}")).exists()
+            || !dir.join("config.toml").is_file()
+        {
+            continue;
+        }
+        eprintln!(
+            "cri: cleaning up {} left by killed test process {pid}",
+            dir.display()
+        );
+        // Shims name the socket of their containerd (`-address <dir>/containerd.sock`).
+        let needle = dir.join("containerd.sock").display().to_string();
+        let shims = pids_with_arg(&needle);
+        let ids: Vec<String> = shims.iter().filter_map(|p| arg_after(*p, "-id")).collect();
+        kill_trees(shims);
+        // What the killed sandboxes left outside the directory: runc state, cached CNI results,
+        // cgroups (shim sockets go below, with every other dead socket).
+        for id in &ids {
+            let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc/k8s.io").join(id));
+            for f in std::fs::read_dir("/var/lib/cni/results")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if f.file_name().to_string_lossy().contains(id.as_str()) {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+            for parent in cgroup_parents() {
+                let _ = std::fs::remove_dir(parent.join(id));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if unmount_under(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        swept = true;
     }
+    if swept {
+        // Their node namespaces (of any dead test process, as scripts/test does).
+        cni_testkit::sweep_stale();
+        // Shim sockets nobody listens on any more.
+        for f in std::fs::read_dir("/run/containerd/s")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let refused = std::os::unix::net::UnixStream::connect(f.path())
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            if refused {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+        // Then the host paths and cgroup parents, if nothing else uses them (only empty
+        // directories go: a real containerd's stay).
+        for path in HOST_PATHS.iter().rev() {
+            let _ = std::fs::remove_dir(path);
+        }
+        for dir in cgroup_parents() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The argument after `flag` in the command line of `pid`.
+fn arg_after(pid: i32, flag: &str) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0);
+    args.find(|a| *a == flag.as_bytes())?;
+    Some(String::from_utf8_lossy(args.next()?).into_owned())
+}
+
+/// PIDs of processes whose command line has an argument equal to `arg`.
+fn pids_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
 }
 
 fn netns_pids(node: &Netns) -> Vec<i32> {

@@ -145,6 +145,59 @@ fn ping(netns: &Path, to: IpAddr) {
     );
 }
 
+/// Checks our plugins' log (`logFile`, one line per call) for the pods: every plugin of ours in
+/// the chain ran ADD once and DEL at least twice (Stop, then Remove on state already gone) for
+/// each, and every call succeeded.
+fn check_log(label: &str, list: &Value, state: &Path, ids: &[String]) {
+    let mut ours: Vec<String> = Vec::new();
+    for plugin in list["plugins"].as_array().unwrap() {
+        for ty in [&plugin["type"], &plugin["ipam"]["type"]] {
+            if let Some(ty) = ty.as_str().filter(|t| t.starts_with('r')) {
+                ours.push(ty.to_string());
+            }
+        }
+    }
+    if ours.is_empty() {
+        return;
+    }
+    let path = state.join("rcni.log");
+    let log = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("[{label}] {}: {e}", path.display()));
+    let field = |line: &str, key: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for id in ids {
+        let calls: Vec<&str> = log
+            .lines()
+            .filter(|l| field(l, "container") == *id)
+            .collect();
+        for call in &calls {
+            assert_eq!(
+                field(call, "outcome"),
+                "ok",
+                "[{label}] failed call: {call}"
+            );
+        }
+        for ty in &ours {
+            let count = |verb: &str| {
+                calls
+                    .iter()
+                    .filter(|l| l.split_whitespace().nth(2) == Some(ty.as_str()))
+                    .filter(|l| field(l, "verb") == verb)
+                    .count()
+            };
+            assert_eq!(count("ADD"), 1, "[{label}] {ty} ADD calls for {id}:\n{log}");
+            assert!(
+                count("DEL") >= 2,
+                "[{label}] {ty} DEL calls for {id}:\n{log}"
+            );
+        }
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -330,6 +383,7 @@ fn exercise(label: &str, list: Value, nets: &Subnets) {
         netns_mounts.is_empty(),
         "[{label}] mounts left: {netns_mounts:?}"
     );
+    check_log(label, &list, &state, &ids);
     let netns_files = files_under(&h.cri_state_dir().join("netns"));
     assert!(
         netns_files.is_empty(),
