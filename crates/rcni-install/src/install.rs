@@ -281,6 +281,7 @@ impl Installer {
             }
         }
 
+        report.warnings.extend(self.shadowing_conflists());
         if let Some(rroutes) = &plan.sync_routes {
             let conflist = self.layout.conflist_path();
             if self.dry_run {
@@ -294,6 +295,36 @@ impl Installer {
             }
         }
         Ok(report)
+    }
+
+    /// Config files that sort before ours: the runtime (containerd, CRI-O) uses the first one
+    /// by name, so ours would be ignored.
+    fn shadowing_conflists(&self) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(&self.layout.conf_dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| {
+                !n.starts_with('.')
+                    && [".conf", ".conflist", ".json"]
+                        .iter()
+                        .any(|x| n.ends_with(x))
+                    && *n < self.layout.conflist_name
+            })
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                format!(
+                    "{} sorts before {} in {}: the runtime uses the first config file, so it, not rcni, configures pods",
+                    n,
+                    self.layout.conflist_name,
+                    self.layout.conf_dir.display()
+                )
+            })
+            .collect()
     }
 
     /// Undoes `up`: routes first (while rroutes is still installed), then the files, restoring

@@ -157,13 +157,17 @@ struct KubeArgs {
 }
 
 impl LayoutArgs {
-    fn layout(&self) -> Layout {
-        Layout {
+    fn layout(&self) -> Result<Layout> {
+        let name = &self.conflist_name;
+        if name.contains('/') || name.starts_with('.') || !name.ends_with(".conflist") {
+            bail!("--conflist-name {name:?}: a file name ending in .conflist");
+        }
+        Ok(Layout {
             bin_dir: self.bin_dir.clone(),
             conf_dir: self.conf_dir.clone(),
             state_dir: self.state_dir.clone(),
-            conflist_name: self.conflist_name.clone(),
-        }
+            conflist_name: name.clone(),
+        })
     }
 }
 
@@ -257,7 +261,7 @@ fn run(cli: Cli) -> Result<()> {
             no_routes,
             dry_run,
         } => {
-            let layout = layout.layout();
+            let layout = layout.layout()?;
             let (inputs, warnings) = resolve(&inputs, &source, &kube)?;
             for w in warnings {
                 eprintln!("rcni-install: warning: {w}");
@@ -283,7 +287,7 @@ fn run(cli: Cli) -> Result<()> {
             skip_routes,
             dry_run,
         } => {
-            let report = Installer::new(layout.layout(), dry_run).down(skip_routes)?;
+            let report = Installer::new(layout.layout()?, dry_run).down(skip_routes)?;
             print_report(&report);
             Ok(())
         }
@@ -310,7 +314,7 @@ fn run(cli: Cli) -> Result<()> {
             uninstall,
         } => {
             signal::install_handlers();
-            let installer = Installer::new(layout.layout(), false);
+            let installer = Installer::new(layout.layout()?, false);
             let src = src_dir(&src)?;
             let source = SourceArgs {
                 pod_cidrs: Vec::new(),

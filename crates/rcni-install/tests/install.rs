@@ -367,6 +367,26 @@ fn skip_routes_removes_the_files_anyway() {
 }
 
 #[test]
+fn a_conflist_sorting_first_is_reported() {
+    let node = Node::new();
+    fs::write(node.conf.join("05-other.conflist"), "{}").unwrap();
+    fs::write(node.conf.join("99-other.conflist"), "{}").unwrap();
+    let out = node.run("up", &SINGLE);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("05-other.conflist sorts before 10-rcni.conflist"),
+        "{err}"
+    );
+    assert!(!err.contains("99-other"), "{err}");
+    let out = node.run(
+        "up",
+        &[&SINGLE[..], &["--conflist-name", "../evil.conflist"]].concat(),
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
 fn missing_plugin_binary_installs_nothing() {
     let node = Node::new();
     fs::remove_file(node.src.join("rmasq")).unwrap();
