@@ -145,6 +145,11 @@ impl Cluster {
                 pods: Vec::new(),
             });
         }
+        // The LAN's link-local addresses go through DAD (about a second); neighbour discovery
+        // across the LAN is unreliable until then. This is the test's own wiring, not CNI's.
+        for ns in std::iter::once(&cluster.outside).chain(cluster.nodes.iter().map(|n| &n.ns)) {
+            wait_no_tentative(ns);
+        }
         for i in 0..cluster.nodes.len() {
             cluster.configure_node(i);
         }
@@ -157,7 +162,7 @@ impl Cluster {
             // Upstream bridge puts its IPv6 gateway address through DAD: until that ends the
             // node does not answer for it and pods cannot route back. rbridge skips DAD.
             for n in &cluster.nodes {
-                n.ns.sh("for i in $(seq 100); do [ -z \"$(ip -6 addr show tentative)\" ] && exit 0; sleep 0.05; done; exit 1");
+                wait_no_tentative(&n.ns);
             }
         }
         cluster.start_probes();
@@ -510,6 +515,10 @@ impl Cluster {
             }
         }
     }
+}
+
+fn wait_no_tentative(ns: &Netns) {
+    ns.sh("for i in $(seq 200); do [ -z \"$(ip -6 addr show tentative)\" ] && exit 0; sleep 0.05; done; exit 1");
 }
 
 fn attach_to_lan(lan: &Netns, host: &Netns, name: &str, addrs: &[IpAddr; 2]) {
