@@ -228,6 +228,50 @@ fn up_once_from_the_api() {
     );
 }
 
+/// HTTPS as in a cluster: the server's certificate checked against the configured CA only.
+#[test]
+fn https_with_the_service_account_ca() {
+    let node = Node::new();
+    let server = ApiServer::start_tls(vec![Reply::Nodes(fixture_text("nodes-single.json"))], TOKEN);
+    let render = |ca: &str| {
+        installer()
+            .args([
+                "render",
+                "--kube",
+                "--token-file",
+                &token_file(&node),
+                "--ca-file",
+            ])
+            .arg(fixture(ca))
+            .args(["--api-server", &server.https_url()])
+            .args(["--node-name", "worker-2", "--cluster-cidr", "10.244.0.0/16"])
+            .output()
+            .unwrap()
+    };
+    let out = render("tls/ca.pem");
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out),
+        fixture_text("expected/single-worker-2.conflist")
+    );
+    let out = render("tls/other-ca.pem");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
+    // A file with no certificate in it is refused before any connection.
+    let out = render("nodes-single.json");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no certificate in it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "only the trusted connection got as far as a request"
+    );
+}
+
 #[test]
 fn https_needs_a_readable_ca() {
     let node = Node::new();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -272,6 +272,32 @@ pub enum Reply {
 
 impl ApiServer {
     pub fn start(replies: Vec<Reply>, token: &str, page: usize) -> ApiServer {
+        Self::start_with(replies, token, page, None)
+    }
+
+    /// Over TLS with the certificate and key of tests/fixtures/tls (signed by its ca.pem).
+    pub fn start_tls(replies: Vec<Reply>, token: &str) -> ApiServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = CertificateDer::from_pem_file(fixture("tls/server.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("tls/server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        Self::start_with(replies, token, 500, Some(Arc::new(config)))
+    }
+
+    fn start_with(
+        replies: Vec<Reply>,
+        token: &str,
+        page: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> ApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -285,8 +311,16 @@ impl ApiServer {
                 let Ok(conn) = conn else { continue };
                 let (replies, token, lists, log) =
                     (replies.clone(), token.clone(), lists.clone(), log.clone());
+                let tls = tls.clone();
                 // A thread per connection: a client keeping one open must not block the next.
-                thread::spawn(move || serve(conn, &replies, &token, page, &lists, &log));
+                thread::spawn(move || match tls {
+                    None => serve(conn, &replies, &token, page, &lists, &log),
+                    Some(config) => {
+                        let session = rustls::ServerConnection::new(config).unwrap();
+                        let stream = rustls::StreamOwned::new(session, conn);
+                        serve(stream, &replies, &token, page, &lists, &log)
+                    }
+                });
             }
         });
         ApiServer { addr, requests }
@@ -296,21 +330,24 @@ impl ApiServer {
         format!("http://{}", self.addr)
     }
 
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 }
 
-fn serve(
-    conn: TcpStream,
+fn serve<S: Read + Write>(
+    conn: S,
     replies: &[Reply],
     token: &str,
     page: usize,
     lists: &Mutex<usize>,
     log: &Mutex<Vec<Request>>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut conn = conn;
+    let mut reader = BufReader::new(conn);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -356,6 +393,7 @@ fn serve(
             404 => "Not Found",
             _ => "Error",
         };
+        let conn = reader.get_mut();
         write!(
             conn,
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
