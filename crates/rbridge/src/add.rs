@@ -26,7 +26,7 @@ pub const CONTAINER_INDEX: usize = 2;
 /// undo's DEL runs, so the DEL never races the ADD.
 struct IpamAdd<'a> {
     running: Option<Running>,
-    undo: UndoAdd<'a>,
+    undo: Option<UndoAdd<'a>>,
 }
 
 impl<'a> IpamAdd<'a> {
@@ -34,19 +34,26 @@ impl<'a> IpamAdd<'a> {
         let running = delegate::start(call, name, Verb::Add, &call.stdin)?;
         Ok(IpamAdd {
             running: Some(running),
-            undo: UndoAdd::new(call, name),
+            undo: Some(UndoAdd::new(call, name)),
         })
     }
 
     fn result(&mut self, call: &Call) -> Result<CniResult> {
         let running = self.running.take().expect("IPAM result is taken once");
-        running.finish_add(call.version)
+        running.finish_add(call.version).inspect_err(|_| {
+            // As upstream: a failed IPAM ADD is not followed by IPAM DEL, which could release
+            // the address of a live attachment with the same container ID and ifname (an ADD
+            // retried after success, which host-local refuses as a duplicate).
+            self.keep();
+        })
     }
 
-    fn keep(self) {
-        let IpamAdd { running, undo } = self;
-        drop(running);
-        undo.disarm();
+    /// Keeps what IPAM did: on success, or when releasing it could hurt a live attachment.
+    fn keep(&mut self) {
+        drop(self.running.take());
+        if let Some(undo) = self.undo.take() {
+            undo.disarm();
+        }
     }
 }
 
@@ -55,6 +62,9 @@ impl<'a> IpamAdd<'a> {
 struct Undo {
     host_veth: Option<String>,
     masq: bool,
+    /// CNI_IFNAME exists in the pod as our veth on the bridge: the ADD was retried for a live
+    /// attachment, and IPAM may have just handed out its address again.
+    live_attachment: bool,
 }
 
 impl Undo {
@@ -90,12 +100,11 @@ pub fn add(call: &Call) -> Result<CniResult> {
         }
         done
     });
-    // On failure `ipam` drops here: reaped, then released with IPAM DEL.
-    let result = outcome?;
-    if let Some(ipam) = ipam {
+    if let (true, Some(ipam)) = (outcome.is_ok() || undo.live_attachment, ipam.as_mut()) {
         ipam.keep();
     }
-    Ok(result)
+    // Otherwise `ipam` drops here: reaped, then released with IPAM DEL.
+    outcome
 }
 
 /// Links first (while IPAM runs), then the layer-3 configuration from its result.
@@ -117,14 +126,22 @@ async fn attach(
             promisc: conf.promisc,
         })
         .await
-        .map_err(|e| prefix(e, &format!("bridge {}", conf.bridge)))?;
+        .map_err(|e| {
+            prefix(
+                vlan_unsupported(e, conf),
+                &format!("bridge {}", conf.bridge),
+            )
+        })?;
     // As upstream: the bridge's routes are ours, not a router's (no error if IPv6 is off).
     let _ = sysctl::set(&sysctl::iface_key("ipv6", &conf.bridge, "accept_ra"), "0");
 
     let host = names::host_veth(&call.container_id, &call.ifname);
     let host_mac = names::random_mac();
     let cont_mac = conf.mac.unwrap_or_else(names::random_mac);
-    create_veth(call, conf, pod_ns, node, &bridge, &host, host_mac, cont_mac).await?;
+    create_veth(
+        call, conf, pod_ns, node, &bridge, &host, host_mac, cont_mac, undo,
+    )
+    .await?;
     undo.host_veth = Some(host.clone());
 
     // The pod's session, opened on the thread that sets the pod's sysctls for the new interface.
@@ -250,6 +267,7 @@ async fn create_veth(
     host: &str,
     host_mac: [u8; 6],
     cont_mac: [u8; 6],
+    undo: &mut Undo,
 ) -> Result<()> {
     let spec = VethSpec {
         host_name: host,
@@ -275,6 +293,10 @@ async fn create_veth(
     }
     let pod = Netlink::open(Some(pod_ns))?;
     if pod.link_by_name(&call.ifname).await?.is_some() {
+        undo.live_attachment = node
+            .link_by_name(host)
+            .await?
+            .is_some_and(|l| l.master == Some(bridge.index));
         return Err(CniError::new(
             INTERFACE_EXISTS,
             format!(
@@ -381,7 +403,8 @@ async fn configure_port(
         &conf.vlan_trunk,
         conf.preserve_default_vlan,
     )
-    .await?;
+    .await
+    .map_err(|e| vlan_unsupported(e, conf))?;
     if conf.mac_spoof_check {
         // One entry per VLAN the port may carry frames in, and one for a bridge that does not
         // filter VLANs.
@@ -665,6 +688,18 @@ async fn ensure_vlan_gateway(node: &Netlink, bridge: &Link, conf: &BridgeConf) -
             format!("VLAN gateway interface {name} vanished right after it was created"),
         )
     })
+}
+
+/// Kernels built without CONFIG_BRIDGE_VLAN_FILTERING refuse VLAN settings with EOPNOTSUPP;
+/// say so instead of the bare errno.
+fn vlan_unsupported(mut e: CniError, conf: &BridgeConf) -> CniError {
+    if conf.vlan_filtering() && e.msg.contains("os error 95") {
+        e.msg = format!(
+            "{}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING), which vlan and vlanTrunk need",
+            e.msg
+        );
+    }
+    e
 }
 
 fn prefix(mut e: CniError, what: &str) -> CniError {
