@@ -414,7 +414,8 @@ fn rcni_chain_through_containerd() {
 }
 
 /// The harness itself, on upstream plugins only: if this fails, the fault is in the test or the
-/// machine, not in our plugins.
+/// machine, not in our plugins. What our chain does, as far as upstream can (bridge with ipMasq
+/// for rmasq, dual stack), so that its timings compare.
 #[test]
 fn control_upstream_through_containerd() {
     let list = json!({
@@ -422,14 +423,14 @@ fn control_upstream_through_containerd() {
         "name": "upstream",
         "plugins": [
             {"type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
-             "ipam": {"type": "host-local"}},
+             "hairpinMode": true, "ipMasq": true, "ipam": {"type": "host-local"}},
             {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
     });
     let nets = Subnets {
         v4: "10.246.2.0/24",
-        v6: None,
-        cluster: &["10.246.0.0/16"],
+        v6: Some("fd00:10:246:2::/64"),
+        cluster: &["10.246.0.0/16", "fd00:10:246::/48"],
     };
     exercise("control", list, &nets);
 }
