@@ -221,6 +221,8 @@ impl Installer {
             self.ensure_dir(dir, &mut m, &mut report)?;
         }
 
+        self.remove_stale_temps(&mut report)?;
+
         let mut writes: Vec<&Desired> = Vec::new();
         for d in &plan.files {
             let new = sha256(&d.content);
@@ -229,12 +231,14 @@ impl Installer {
                 Some(e) => {
                     if let Current::File { sha256, mode, .. } = &cur {
                         if *sha256 == new && *mode == d.mode {
+                            // On disk as wanted: drop hashes a crashed rewrite left.
+                            e.sha256 = vec![new];
                             continue;
                         }
                     }
-                    if !e.sha256.contains(&new) {
-                        e.sha256.insert(0, new);
-                    }
+                    // First is what will be on disk; the others stay ours until it is.
+                    e.sha256.retain(|h| *h != new);
+                    e.sha256.insert(0, new);
                 }
                 None => {
                     let backup = match &cur {
@@ -297,6 +301,33 @@ impl Installer {
         Ok(report)
     }
 
+    /// Temporary files of a write that was interrupted (killed between create and rename): ours
+    /// by their name, see [`temp_name`].
+    fn remove_stale_temps(&self, report: &mut Report) -> Result<()> {
+        let would = if self.dry_run { "would " } else { "" };
+        for dir in [
+            &self.layout.bin_dir,
+            &self.layout.conf_dir,
+            &self.layout.state_dir,
+        ] {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(TEMP_MARK) && name.ends_with(".tmp") {
+                    report
+                        .actions
+                        .push(format!("{would}remove leftover {}", e.path().display()));
+                    if !self.dry_run {
+                        remove_file_synced(&e.path())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Config files that sort before ours: the runtime (containerd, CRI-O) uses the first one
     /// by name, so ours would be ignored.
     fn shadowing_conflists(&self) -> Vec<String> {
@@ -341,6 +372,7 @@ impl Installer {
             return Ok(report);
         };
 
+        self.remove_stale_temps(&mut report)?;
         if let Some(r) = m.routes.clone().filter(|_| !skip_routes) {
             self.remove_routes(&r, &mut m, &mut report)?;
         }
@@ -574,8 +606,10 @@ fn temp_name(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.rcni-install-{}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}{TEMP_MARK}{}.tmp", std::process::id()))
 }
+
+const TEMP_MARK: &str = ".rcni-install-";
 
 /// Write beside, fsync, rename over, fsync the directory.
 pub fn write_atomic(

@@ -366,6 +366,40 @@ fn skip_routes_removes_the_files_anyway() {
     assert_same_tree(&before, &node.snapshot());
 }
 
+/// Killed in the middle of a rewrite: the manifest lists the new content and the old one, a
+/// temporary file may be left. Either content on disk is still ours to remove.
+#[test]
+fn an_interrupted_rewrite_is_still_undone() {
+    for renamed in [false, true] {
+        let node = Node::new();
+        let before = node.snapshot();
+        assert_ok(&node.run("up", &SINGLE));
+        let manifest = node.state.join("installed.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&manifest).unwrap()).unwrap();
+        let old = fs::read(node.conflist()).unwrap();
+        let new = b"{\"name\": \"rcni\", \"plugins\": []}\n".to_vec();
+        let entry = &mut m["files"][4];
+        assert_eq!(entry["path"], node.conflist().display().to_string());
+        entry["sha256"] = serde_json::json!([
+            rcni_install::install::sha256(&new),
+            rcni_install::install::sha256(&old)
+        ]);
+        fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        fs::write(
+            node.conf.join(".10-rcni.conflist.rcni-install-99999.tmp"),
+            &new[..9],
+        )
+        .unwrap();
+        if renamed {
+            fs::write(node.conflist(), &new).unwrap();
+        }
+        let out = node.run("down", &["--skip-routes"]);
+        assert_ok(&out);
+        assert_same_tree(&before, &node.snapshot());
+    }
+}
+
 #[test]
 fn a_conflist_sorting_first_is_reported() {
     let node = Node::new();
