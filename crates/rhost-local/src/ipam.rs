@@ -15,14 +15,15 @@ use crate::store::{NetworkDir, Owner, Rebuilt, Slot, Store};
 /// One address handed out: the range set it is from and the address.
 pub type Allocation = (usize, IpAddr);
 
-/// What `owner` holds, exact reservations and old-format ones of the same container (which
-/// upstream also counts as this attachment's), sorted.
-fn held(store: &mut Store, owner: &Owner) -> Result<Vec<IpAddr>> {
-    let mut ips = store.owned(owner)?;
-    ips.extend(store.owned(&owner.old_format())?);
-    ips.sort();
-    ips.dedup();
-    Ok(ips)
+/// What `owner` holds: its exact reservations, and all it holds including old-format ones of
+/// the same container (which upstream also counts as this attachment's), sorted.
+fn held(store: &mut Store, owner: &Owner) -> Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+    let exact = store.owned(owner)?;
+    let mut all = exact.clone();
+    all.extend(store.owned(&owner.old_format())?);
+    all.sort();
+    all.dedup();
+    Ok((exact, all))
 }
 
 /// ADD: one address per range set, all or nothing. An attachment that already holds addresses
@@ -33,15 +34,17 @@ pub fn add(
     owner: &Owner,
     requested: &[Option<Requested>],
 ) -> Result<Vec<Allocation>> {
-    let had = held(store, owner)?;
+    let (mut mine, had) = held(store, owner)?;
     let mut fresh: Vec<Allocation> = Vec::new();
     let outcome = allocate(store, conf, owner, requested, &had, &mut fresh);
     match outcome {
         Ok(all) => {
+            if fresh.is_empty() {
+                return Ok(all);
+            }
             for (set, ip) in &fresh {
                 store.set_last_reserved(*set, *ip)?;
             }
-            let mut mine = store.owned(owner)?;
             mine.extend(fresh.iter().map(|(_, ip)| *ip));
             store.set_owned(owner, &mine)?;
             Ok(all)
@@ -197,7 +200,7 @@ pub fn check(
     owner: &Owner,
     prev: Option<&CniResult>,
 ) -> Result<()> {
-    let had = held(store, owner)?;
+    let (_, had) = held(store, owner)?;
     let ours: Vec<Allocation> = conf
         .range_sets
         .iter()

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod ipam;
 pub mod range;
+mod snapshot;
 pub mod store;
 mod testhook;
 

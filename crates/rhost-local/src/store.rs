@@ -7,19 +7,23 @@
 //!   <ip>                     a reservation: "<containerID>\r\n<ifname>" (old: "<containerID>")
 //!   last_reserved_ip.<set>   the address last handed out from range set <set>
 //!   .rhost-local/            ours only: the index
-//!     keys/<id>@<ifname>     the addresses of one attachment ("<id>" for old reservations)
-//!     marker                 the state of the network dir and keys/ when the index was right
+//!     index/.snapshot        every attachment's addresses at the last rebuild, sorted by key
+//!     index/<id>@<ifname>    an attachment's addresses since then ("<id>": old reservations)
+//!     marker                 the state of the network dir and index/ when the index was right
 //!     tmp/                   files being written; anything here under the lock is a leftover
 //!     clock                  probe for the timestamp clock (see `wait_for_clock`)
 //! ```
 //!
 //! The reservation files are the truth; the index is a cache that makes ADD, DEL and CHECK cost
-//! the same whatever the number of reservations (upstream reads every file on each call). It is
-//! trusted only while the network dir's and keys/'s (dev, inode, ctime) equal the marker: every
-//! change anyone makes to the set of reservations (create, unlink, rename, by us or by upstream)
-//! changes the dir's ctime, and the kernel sets ctime itself (it cannot be set back). On a
-//! mismatch the index is rebuilt from the files, and only then is the cost proportional to the
-//! number of reservations. Entries are also verified against the file they name before use.
+//! the same whatever the number of reservations (upstream reads every file on each call): a
+//! lookup reads one small file, or binary-searches the snapshot. It is trusted only while the
+//! network dir's and index/'s (dev, inode, ctime) equal the marker: every change anyone makes to
+//! the set of reservations (create, unlink, rename, by us or by upstream) changes the dir's
+//! ctime, which the kernel sets itself (it cannot be set back). On a mismatch the index is
+//! rebuilt from the files (read them all, write one snapshot): only then does the cost grow with
+//! the number of reservations, as upstream's does on every call. Entries are also verified
+//! against the file they name before use, and exclusivity never depends on the index at all:
+//! link(2) refuses a taken address.
 //!
 //! Nothing of ours can match upstream's DEL, which walks subdirectories and deletes any file whose
 //! trimmed content is `<id>\r\n<ifname>` or `<id>`: index files start with a header line holding
@@ -34,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -44,6 +48,7 @@ use cni_types::error::{CniError, Result, IO_FAILURE};
 use cni_types::log::Logger;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::snapshot;
 use crate::testhook::point;
 
 pub const LOCK_FILE: &str = "lock";
@@ -52,6 +57,7 @@ pub const META_DIR: &str = ".rhost-local";
 /// Upstream's separator between container ID and ifname.
 const LINE_BREAK: &str = "\r\n";
 const KEYS_HEADER: &str = "rhost-local reservations v1";
+const SNAPSHOT: &str = ".snapshot";
 const MARKER_HEADER: &str = "rhost-local index v1";
 /// How long to wait for the timestamp clock to tick before giving up on the marker.
 const CLOCK_WAIT: Duration = Duration::from_millis(25);
@@ -111,17 +117,20 @@ impl Owner {
         }
     }
 
-    /// File name in keys/: `<id>@<ifname>`, or `<id>` for the old format ('@' cannot be in an
+    /// File name in index/: `<id>@<ifname>`, or `<id>` for the old format ('@' cannot be in an
     /// ID). None when the owner cannot be named that way; such owners are found by a scan.
     fn key_name(&self) -> Option<String> {
-        let ok = |s: &str| !s.is_empty() && !s.contains(['/', '\0', '\n', '@']);
-        if !ok(&self.id) || self.id.starts_with('.') {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c == '/' || c == '\0' || c.is_whitespace())
+        };
+        if !plain(&self.id) || self.id.contains('@') || self.id.starts_with('.') {
             return None;
         }
         let name = match &self.ifname {
-            Some(ifname) if !ifname.is_empty() && !ifname.contains(['/', '\0', '\n']) => {
-                format!("{}@{ifname}", self.id)
-            }
+            Some(ifname) if plain(ifname) => format!("{}@{ifname}", self.id),
             Some(_) => return None,
             None => self.id.clone(),
         };
@@ -191,6 +200,32 @@ impl NetworkDir {
         }
     }
 
+    /// Like [`NetworkDir::slot`] for a name readdir reported as a regular file: open, one read,
+    /// close (reservations are tiny); a scan of thousands of files spends its time here.
+    fn read_slot(&self, ip: IpAddr) -> Result<Slot> {
+        let path = self.ip_path(ip);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Slot::Free),
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+        };
+        let mut buf = [0u8; 512];
+        let mut len = 0;
+        loop {
+            match f.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+            }
+            if len == buf.len() {
+                // Longer than any reservation: read it all the slow way.
+                return self.slot(ip);
+            }
+        }
+        Ok(Owner::parse(&buf[..len]).map_or(Slot::Leftover, Slot::Held))
+    }
+
     /// `last_reserved_ip.<set>`; None when missing or unreadable (round-robin restarts then,
     /// as upstream's does).
     pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
@@ -224,7 +259,7 @@ pub struct Store {
     meta: PathBuf,
     _lock: Flock<File>,
     logger: Logger,
-    /// The network dir or keys/ changed: a new marker is due.
+    /// The network dir or index/ changed: a new marker is due.
     dirty: bool,
     indexed: bool,
     rebuilds: u32,
@@ -261,7 +296,7 @@ impl Store {
         })?;
         point("locked");
         let meta = net.dir.join(META_DIR);
-        for d in [meta.clone(), meta.join("keys"), meta.join("tmp")] {
+        for d in [meta.clone(), meta.join("index"), meta.join("tmp")] {
             mkdir(&d, false)?;
         }
         let mut store = Store {
@@ -288,8 +323,8 @@ impl Store {
         self.rebuilds
     }
 
-    fn keys(&self) -> PathBuf {
-        self.meta.join("keys")
+    fn index(&self) -> PathBuf {
+        self.meta.join("index")
     }
 
     /// Temp files are only written under the lock, so whatever is there now was left by a kill.
@@ -341,7 +376,7 @@ impl Store {
         let mut stats = Rebuilt::default();
         let mut by_owner: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
         for ip in self.list_ips()? {
-            match self.net.slot(ip)? {
+            match self.net.read_slot(ip)? {
                 Slot::Free | Slot::NotAFile => {}
                 Slot::Leftover => {
                     remove_if_exists(&self.net.ip_path(ip))?;
@@ -359,34 +394,36 @@ impl Store {
                 }
             }
         }
-        let keys = self.keys();
-        for entry in fs::read_dir(&keys)
-            .map_err(|e| io_err(format!("listing {}", keys.display()), e))?
+        let named: Vec<(String, &[IpAddr])> = by_owner
+            .iter()
+            .filter_map(|(o, ips)| Some((o.key_name()?, ips.as_slice())))
+            .collect();
+        let text = snapshot::render(named.iter().map(|(k, ips)| (k.as_str(), *ips)));
+        let index = self.index();
+        self.write_atomic(&index.join(SNAPSHOT), text.as_bytes())?;
+        point("snapshot-written");
+        // Everything else in index/ predates the snapshot.
+        for entry in fs::read_dir(&index)
+            .map_err(|e| io_err(format!("listing {}", index.display()), e))?
             .flatten()
         {
-            remove_if_exists(&entry.path())?;
-        }
-        point("keys-cleared");
-        for (owner, ips) in &by_owner {
-            if let Some(name) = owner.key_name() {
-                // Written in place: no marker exists until close, so a torn file is never trusted.
-                let path = keys.join(name);
-                fs::write(&path, key_file(ips))
-                    .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
-                point("key-written");
+            if entry.file_name() != SNAPSHOT {
+                remove_if_exists(&entry.path())?;
             }
         }
+        point("overlay-cleared");
         self.indexed = true;
         Ok(stats)
     }
 
-    /// Addresses that have a file in the network dir.
+    /// Addresses that have a regular file in the network dir (file type from readdir).
     fn list_ips(&self) -> Result<Vec<IpAddr>> {
         let dir = &self.net.dir;
         let entries =
             fs::read_dir(dir).map_err(|e| io_err(format!("listing {}", dir.display()), e))?;
         Ok(entries
             .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect())
     }
@@ -395,7 +432,7 @@ impl Store {
     pub fn scan(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         for ip in self.list_ips()? {
-            if let Slot::Held(owner) = self.net.slot(ip)? {
+            if let Slot::Held(owner) = self.net.read_slot(ip)? {
                 out.push(Entry { ip, owner });
             }
         }
@@ -415,11 +452,8 @@ impl Store {
                 .map(|e| e.ip)
                 .collect());
         };
-        let path = self.keys().join(name);
-        let listed = match fs::read_to_string(&path) {
-            Ok(text) => parse_key_file(&text),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+        let Some(listed) = self.indexed_ips(&name)? else {
+            return Ok(Vec::new());
         };
         let mut verified = Vec::with_capacity(listed.len());
         for ip in &listed {
@@ -433,14 +467,32 @@ impl Store {
         Ok(verified)
     }
 
-    /// Records in the index that `owner` holds exactly `ips`.
+    /// What the index lists for `name`: its own file if it changed since the snapshot, else the
+    /// snapshot's line. None when neither knows it.
+    fn indexed_ips(&self, name: &str) -> Result<Option<Vec<IpAddr>>> {
+        let path = self.index().join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => return Ok(Some(parse_key_file(&text))),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+        }
+        let snap = self.index().join(SNAPSHOT);
+        snapshot::lookup(&snap, name).map_err(|e| io_err(format!("reading {}", snap.display()), e))
+    }
+
+    /// Records in the index that `owner` holds exactly `ips`. An empty list stays as a file
+    /// when the snapshot lists the owner, to override it.
     pub fn set_owned(&mut self, owner: &Owner, ips: &[IpAddr]) -> Result<()> {
         let Some(name) = owner.key_name() else {
             return Ok(());
         };
-        let path = self.keys().join(name);
+        let path = self.index().join(&name);
         self.dirty = true;
-        if ips.is_empty() {
+        let in_snapshot = || {
+            let snap = self.index().join(SNAPSHOT);
+            matches!(snapshot::lookup(&snap, &name), Ok(Some(_)))
+        };
+        if ips.is_empty() && !in_snapshot() {
             remove_if_exists(&path)?;
         } else {
             let mut ips = ips.to_vec();
@@ -523,11 +575,11 @@ impl Store {
         fs::rename(&tmp, path).map_err(|e| io_err(format!("writing {}", path.display()), e))
     }
 
-    /// (marker text, newest ctime in it) for the network dir and keys/ as they are now.
+    /// (marker text, newest ctime in it) for the network dir and index/ as they are now.
     fn marker(&self) -> Result<(String, (i64, i64))> {
         let mut text = format!("{MARKER_HEADER}\n");
         let mut newest = (i64::MIN, 0);
-        for dir in [&self.net.dir, &self.keys()] {
+        for dir in [&self.net.dir, &self.index()] {
             let m = fs::metadata(dir).map_err(|e| io_err(format!("stat {}", dir.display()), e))?;
             text.push_str(&format!(
                 "{} {} {}.{:09}\n",

@@ -227,7 +227,7 @@ fn switching_either_way_keeps_allocations() {
     // Upstream's DEL walks our index directory too and must not have matched anything there.
     let meta = tree(&net_dir(&data).join(".rhost-local"));
     assert!(
-        meta.contains_key("keys/r0@eth0"),
+        meta.contains_key("index/r0@eth0"),
         "upstream deleted an index file: {:?}",
         meta.keys()
     );

@@ -266,3 +266,54 @@ fn index_files_can_never_match_upstreams_release() {
     }
     assert!(seen >= 7, "marker, clock and key files were checked");
 }
+
+#[test]
+fn overlay_over_snapshot() {
+    let data = temp_dir("rhl-store");
+    fs::create_dir(net(&data)).unwrap();
+    // Made by upstream: the first call snapshots them.
+    fs::write(net(&data).join("10.1.0.2"), b"a\r\neth0").unwrap();
+    fs::write(net(&data).join("10.1.0.3"), b"b\r\neth0").unwrap();
+    let (a, b, c) = (
+        Owner::new("a", "eth0"),
+        Owner::new("b", "eth0"),
+        Owner::new("c", "eth0"),
+    );
+    let index = net(&data).join(META_DIR).join("index");
+    let names = || {
+        let mut v: Vec<String> = fs::read_dir(&index)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut s = open(&data);
+    assert_eq!(s.owned(&a).unwrap(), [ip("10.1.0.2")]);
+    assert_eq!(names(), [".snapshot"]);
+    // Released: a file saying "nothing" overrides the snapshot's line.
+    s.release(ip("10.1.0.2"), &a).unwrap();
+    s.set_owned(&a, &[]).unwrap();
+    assert!(s.owned(&a).unwrap().is_empty());
+    // Not in the snapshot: no file at all once it holds nothing, so the index does not grow
+    // with every attachment that ever came and went.
+    s.reserve(ip("10.1.0.4"), &c).unwrap();
+    s.set_owned(&c, &[ip("10.1.0.4")]).unwrap();
+    assert_eq!(names(), [".snapshot", "a@eth0", "c@eth0"]);
+    s.release(ip("10.1.0.4"), &c).unwrap();
+    s.set_owned(&c, &[]).unwrap();
+    assert_eq!(names(), [".snapshot", "a@eth0"]);
+    s.close().unwrap();
+    let mut s = open(&data);
+    assert_eq!(s.owned(&b).unwrap(), [ip("10.1.0.3")]);
+    assert!(s.owned(&a).unwrap().is_empty());
+    assert_eq!(s.rebuilds(), 0);
+    s.close().unwrap();
+    // The next rebuild folds the overlay into a new snapshot.
+    fs::write(net(&data).join("10.1.0.9"), b"d\r\neth0").unwrap();
+    let mut s = open(&data);
+    assert!(s.owned(&a).unwrap().is_empty());
+    assert_eq!(s.rebuilds(), 1);
+    assert_eq!(names(), [".snapshot"]);
+    s.close().unwrap();
+}
