@@ -196,6 +196,19 @@ fn check_log(label: &str, list: &Value, state: &Path, ids: &[String]) {
             );
         }
     }
+    // Where the time goes, per plugin and verb (the first DEL has the netns, the later none).
+    let mut times: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in log.lines() {
+        let plugin = line.split_whitespace().nth(2).unwrap_or_default();
+        let key = format!("{plugin} {}", field(line, "verb"));
+        times
+            .entry(key)
+            .or_default()
+            .push(field(line, "duration_ms"));
+    }
+    for (key, ms) in times {
+        eprintln!("cri [{label}] {key} ms: {}", ms.join(" "));
+    }
 }
 
 fn ms(d: Duration) -> String {
