@@ -123,7 +123,7 @@ fn allocate(
                     return Err(CniError::new(
                         ADDRESS_POOL_EXHAUSTED,
                         format!(
-                            "network {:?}: no free address in {}: all {} addresses are in use; release some (DEL, GC) or widen {}",
+                            "network {:?}: no free address in {}: every one of its {} allocatable addresses is in use; release some (DEL, GC) or widen {}",
                             conf.network,
                             set.describe(i),
                             set.capacity(),
@@ -307,7 +307,7 @@ pub fn status(conf: &Config) -> Result<()> {
         return Err(CniError::new(
             PLUGIN_NOT_AVAILABLE,
             format!(
-                "network {:?}: {} is exhausted: all {} addresses are in use",
+                "network {:?}: {} is exhausted: every one of its {} allocatable addresses is in use",
                 conf.network,
                 set.describe(i),
                 set.capacity()
