@@ -5,6 +5,7 @@
 //! the masquerade state and, through IPAM DEL, the allocation.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use futures::future::{join_all, try_join_all};
 use ipnet::IpNet;
@@ -13,6 +14,7 @@ use cni_netlink::packet::link::InfoBridgePort;
 use cni_netlink::{sysctl, BridgeSpec, Link, Netlink, PortVlan, RouteSpec, VethSpec};
 use cni_types::delegate::{self, Running, UndoAdd};
 use cni_types::error::{INTERFACE_EXISTS, INVALID_NETWORK_CONFIG, NETLINK_FAILURE};
+use cni_types::log::Level;
 use cni_types::netns::NetNs;
 use cni_types::{Call, CniError, CniResult, Interface, Result, Route, Verb};
 
@@ -82,7 +84,40 @@ impl Undo {
     }
 }
 
+/// Milestones of one ADD, logged at debug level: where the time of a slow pod start-up went.
+struct Timeline {
+    start: Instant,
+    marks: Option<Vec<(&'static str, Duration)>>,
+}
+
+impl Timeline {
+    fn new(call: &Call) -> Timeline {
+        Timeline {
+            start: Instant::now(),
+            marks: call.logger.enabled(Level::Debug).then(Vec::new),
+        }
+    }
+
+    fn mark(&mut self, what: &'static str) {
+        if let Some(marks) = &mut self.marks {
+            marks.push((what, self.start.elapsed()));
+        }
+    }
+
+    fn log(&self, call: &Call) {
+        if let Some(marks) = &self.marks {
+            let text: Vec<String> = marks
+                .iter()
+                .map(|(what, at)| format!("{what}={:.3}ms", at.as_secs_f64() * 1e3))
+                .collect();
+            call.logger
+                .debug(format!("ADD timeline: {}", text.join(" ")));
+        }
+    }
+}
+
 pub fn add(call: &Call) -> Result<CniResult> {
+    let mut timeline = Timeline::new(call);
     let conf = BridgeConf::from_call(call)?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;
@@ -90,11 +125,21 @@ pub fn add(call: &Call) -> Result<CniResult> {
         Some(name) => Some(IpamAdd::start(call, name)?),
         None => None,
     };
+    timeline.mark("ipam-started");
     let rt = runtime()?;
     let mut undo = Undo::default();
     let outcome = rt.block_on(async {
         let node = Netlink::open(None)?;
-        let done = attach(call, &conf, &pod_ns, &node, ipam.as_mut(), &mut undo).await;
+        let done = attach(
+            call,
+            &conf,
+            &pod_ns,
+            &node,
+            ipam.as_mut(),
+            &mut undo,
+            &mut timeline,
+        )
+        .await;
         if done.is_err() {
             undo.run(&node, call, &conf).await;
         }
@@ -104,6 +149,9 @@ pub fn add(call: &Call) -> Result<CniResult> {
         ipam.keep();
     }
     // Otherwise `ipam` drops here: reaped, then released with IPAM DEL.
+    drop(ipam);
+    timeline.mark("done");
+    timeline.log(call);
     outcome
 }
 
@@ -115,6 +163,7 @@ async fn attach(
     node: &Netlink,
     ipam: Option<&mut IpamAdd<'_>>,
     undo: &mut Undo,
+    timeline: &mut Timeline,
 ) -> Result<CniResult> {
     let layer3 = ipam.is_some();
     let (bridge, bridge_created) = node
@@ -132,6 +181,7 @@ async fn attach(
                 &format!("bridge {}", conf.bridge),
             )
         })?;
+    timeline.mark("bridge");
     // As upstream: the bridge's routes are ours, not a router's (no error if IPv6 is off).
     let _ = sysctl::set(&sysctl::iface_key("ipv6", &conf.bridge, "accept_ra"), "0");
 
@@ -143,6 +193,7 @@ async fn attach(
     )
     .await?;
     undo.host_veth = Some(host.clone());
+    timeline.mark("veth");
 
     // The pod's session, opened on the thread that sets the pod's sysctls for the new interface.
     let ifname = call.ifname.clone();
@@ -155,6 +206,7 @@ async fn attach(
         }
     })?;
 
+    timeline.mark("pod-session");
     let gateway_addrs = async {
         if layer3 && conf.is_gateway && conf.vlan == 0 {
             node.addresses(Some(bridge.index)).await.map(Some)
@@ -195,7 +247,9 @@ async fn attach(
     };
 
     if let Some(ipam) = ipam {
+        timeline.mark("links-ready");
         let from_ipam = ipam.result(call)?;
+        timeline.mark("ipam-result");
         if from_ipam.ips.is_empty() {
             return Err(CniError::new(
                 cni_types::error::DELEGATE_FAILED,
@@ -234,6 +288,7 @@ async fn attach(
             configure_gateways(node, conf, &bridge, bridge_created, bridge_addrs, &gateways),
         )?
         .1;
+        timeline.mark("addresses-routes");
         if let Some(v) = vlan_gateway {
             result.interfaces.push(Interface {
                 name: v.name.clone(),
@@ -245,6 +300,7 @@ async fn attach(
             undo.masq = true;
             let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
             masq::setup(call, conf, &addrs)?;
+            timeline.mark("masquerade");
         }
     }
     if let Some(dns) = call.conf.dns.as_ref().filter(|d| !d.is_empty()) {

@@ -6,7 +6,7 @@
 use cni_netlink::Netlink;
 use cni_types::delegate;
 use cni_types::netns::NetNs;
-use cni_types::{Call, Result, Verb};
+use cni_types::{Call, CniError, Result, Verb};
 
 use crate::config::BridgeConf;
 use crate::{masq, names, runtime};
@@ -18,12 +18,18 @@ pub fn del(call: &Call) -> Result<()> {
         Some(name) => Some(delegate::start(call, name, Verb::Del, &call.stdin)?),
         None => None,
     };
-    let links = runtime().and_then(|rt| rt.block_on(remove_links(call)));
-    let masq = if conf.ip_masq && conf.ipam.is_some() {
-        masq::teardown(call, &conf)
-    } else {
-        Ok(())
-    };
+    // The masquerade teardown (firewall commands) runs beside the link deletion, which spends
+    // most of its time waiting for the kernel to retire the devices.
+    let (links, masq) = std::thread::scope(|s| {
+        let masq =
+            (conf.ip_masq && conf.ipam.is_some()).then(|| s.spawn(|| masq::teardown(call, &conf)));
+        let links = runtime().and_then(|rt| rt.block_on(remove_links(call)));
+        let masq = masq.map_or(Ok(()), |m| {
+            m.join()
+                .unwrap_or_else(|_| Err(CniError::io("masquerade teardown panicked")))
+        });
+        (links, masq)
+    });
     if let Some(ipam) = ipam {
         ipam.finish()?;
     }

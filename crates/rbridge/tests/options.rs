@@ -526,3 +526,29 @@ fn gc_and_status_with_rhost_local() {
 fn masquerading(firewall: &str) -> bool {
     firewall.to_lowercase().contains("masquerade")
 }
+
+#[test]
+fn debug_log_shows_where_add_spent_its_time() {
+    let w = World::ours();
+    let log = w.dir.join("rbridge.log");
+    let conf = w.conf(
+        "1.0.0",
+        Family::V4,
+        json!({"logFile": log, "logLevel": "debug", "ipMasq": true}),
+    );
+    let pod = Netns::new("pod");
+    w.add(&pod, "c1", &conf).ok();
+    w.del(Some(&pod), "c1", &conf).assert_ok();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("ADD timeline"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for milestone in ["ipam-started", "veth", "ipam-result", "masquerade", "done"] {
+        assert!(line.contains(&format!("{milestone}=")), "{line}");
+    }
+    assert!(
+        text.contains("verb=DEL") && text.contains("outcome=ok"),
+        "{text}"
+    );
+}
