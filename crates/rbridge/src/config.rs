@@ -26,8 +26,9 @@ struct Raw {
     ip_masq: Flag,
     #[serde(rename = "ipMasqBackend", default)]
     ip_masq_backend: Option<String>,
-    /// rcni: where rmasq keeps its state (default `/var/lib/cni/rmasq`).
-    #[serde(rename = "ipMasqStateDir", default)]
+    /// rcni: where rmasq keeps its state (default `/var/lib/cni/rmasq`); `stateDir`, rmasq's own
+    /// key, works too.
+    #[serde(rename = "ipMasqStateDir", alias = "stateDir", default)]
     ip_masq_state_dir: Option<PathBuf>,
     #[serde(default)]
     mtu: Option<i64>,

@@ -378,3 +378,37 @@ fn pods_reach_each_other_and_the_gateway() {
         assert_detached(&w, None);
     }
 }
+
+/// A node switching plugins either way with pods attached: each side checks and deletes what
+/// the other added, sharing host-local's store.
+#[test]
+fn switching_between_upstream_bridge_and_ours() {
+    let w = World::new(Bridge::Ours, Ipam::HostLocal);
+    let conf = w.conf("1.0.0", Family::Dual, json!({"isDefaultGateway": true}));
+    let mut upstream_conf = conf.clone();
+    upstream_conf["type"] = json!("bridge");
+    let upstream = |verb: &str, pod: &Netns, cid: &str, conf: &Value| {
+        let path = pod.path().display().to_string();
+        let inv = cni_testkit::Invocation::new(verb, cid, Some(&path), "eth0")
+            .with_path(cni_testkit::cni_path_with_upstream());
+        cni_testkit::run_plugin(
+            Some(&w.node),
+            &cni_testkit::upstream_bin("bridge"),
+            &inv,
+            &conf.to_string(),
+        )
+    };
+
+    // Added by upstream, checked and deleted by ours (its host veth has a random name).
+    let pod = Netns::new("pod");
+    let r = upstream("ADD", &pod, "u1", &upstream_conf).ok().clone();
+    w.check(&pod, "u1", &conf, &r).assert_ok();
+    w.del(Some(&pod), "u1", &with_prev(&conf, &r)).assert_ok();
+    assert_detached(&w, Some(&pod));
+
+    // Added by ours, checked and deleted by upstream.
+    let r = w.add(&pod, "o1", &conf).ok().clone();
+    upstream("CHECK", &pod, "o1", &with_prev(&upstream_conf, &r)).assert_ok();
+    upstream("DEL", &pod, "o1", &with_prev(&upstream_conf, &r)).assert_ok();
+    assert_detached(&w, Some(&pod));
+}
