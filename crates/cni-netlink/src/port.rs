@@ -11,7 +11,7 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{LinkBridge, LinkBridgeVlan, LinkUnspec};
+use rtnetlink::{LinkBridge, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec};
 
 use cni_types::{CniError, Result};
 
@@ -27,6 +27,12 @@ pub struct BridgeSpec<'a> {
     /// taking the lowest MAC of its ports, so it never changes as ports come and go.
     pub mac: Option<[u8; 6]>,
     pub promisc: bool,
+    /// Create the bridge with IPv6 DAD off (`accept_dad=0`), so its link-local address is
+    /// usable at once. Until DAD ends (1-2 s) the node cannot send neighbour solicitations on
+    /// the bridge for traffic it forwards, so IPv6 from other nodes cannot reach the first pods.
+    /// The sysctl is written in the calling thread's namespace: set this only on a session
+    /// opened on the current namespace.
+    pub no_dad: bool,
 }
 
 /// One VLAN of a bridge port.
@@ -47,7 +53,13 @@ impl Netlink {
         let link = match self.link_by_name(spec.name).await? {
             Some(l) => l,
             None => {
-                let mut b = LinkBridge::new(spec.name);
+                // Created down when DAD must be off: the link-local address (and its DAD) comes
+                // with the first up, after the sysctl is set.
+                let mut b = if spec.no_dad {
+                    LinkMessageBuilder::<LinkBridge>::new(spec.name)
+                } else {
+                    LinkBridge::new(spec.name)
+                };
                 if let Some(mtu) = spec.mtu {
                     b = b.mtu(mtu);
                 }
@@ -65,6 +77,7 @@ impl Netlink {
                     Err(e) if is_exists(&e) => {}
                     Err(e) => return Err(nl_err(format!("creating bridge {}", spec.name), e)),
                 }
+
                 self.link_by_name(spec.name).await?.ok_or_else(|| {
                     CniError::new(
                         cni_types::error::NETLINK_FAILURE,
@@ -73,6 +86,14 @@ impl Netlink {
                 })?
             }
         };
+        // Whoever finds it down (the creator, or the loser of a creation race) turns DAD off
+        // before bringing it up; no error when IPv6 is disabled on the node.
+        if spec.no_dad && !link.up {
+            let _ = crate::sysctl::set(
+                &crate::sysctl::iface_key("ipv6", spec.name, "accept_dad"),
+                "0",
+            );
+        }
         let mut link = self.existing_bridge(link).await?;
         link.up = true;
         if spec.promisc && !link.promisc {

@@ -172,3 +172,35 @@ fn port_vlans_where_the_kernel_filters_vlans() {
         assert_eq!(vids, [100, 200, 201]);
     });
 }
+
+/// A bridge made with `no_dad` has a usable IPv6 link-local address at once: the node can
+/// resolve neighbours on it for traffic it forwards from the first moment.
+#[test]
+fn bridge_without_dad_has_no_tentative_address() {
+    cni_testkit::require_root();
+    let node = Netns::new("node");
+    let node_ns = NetNs::open(&node.path()).unwrap();
+    // The sysctl is per namespace of the calling thread: run the whole session inside the node.
+    node_ns
+        .run(|| {
+            rt().block_on(async {
+                let host = Netlink::open(None).unwrap();
+                let spec = BridgeSpec {
+                    name: "br0",
+                    no_dad: true,
+                    ..Default::default()
+                };
+                let (br, created) = host.ensure_bridge_with(&spec).await.unwrap();
+                assert!(created && br.up);
+            })
+        })
+        .unwrap();
+    assert_eq!(node.sysctl("net.ipv6.conf.br0.accept_dad"), "0");
+    // The bridge gets its carrier (and its link-local address) with its first working port.
+    node.sh("ip link add p0 type veth peer name p1 && ip link set p0 master br0 && ip link set p0 up && ip link set p1 up");
+    node.wait_link_up("br0");
+    let all = node.ip(&["-6", "addr", "show", "dev", "br0"]);
+    assert!(all.contains("fe80::"), "no link-local address yet: {all}");
+    let tentative = node.ip(&["-6", "addr", "show", "dev", "br0", "tentative"]);
+    assert!(tentative.trim().is_empty(), "tentative: {tentative}");
+}

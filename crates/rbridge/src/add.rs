@@ -173,6 +173,7 @@ async fn attach(
             vlan_filtering: conf.vlan_filtering(),
             mac: Some(names::random_mac()),
             promisc: conf.promisc,
+            no_dad: !conf.enable_dad,
         })
         .await
         .map_err(|e| {
