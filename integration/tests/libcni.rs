@@ -22,8 +22,11 @@ fn patched(mut list: Value, version: &str, state: &Path) -> Value {
         if ty.starts_with('r') {
             plugin["logFile"] = json!(state.join("rcni.log"));
         }
-        if ty == "rmasq" || plugin.get("ipMasq").is_some() {
+        if ty == "rmasq" {
             plugin["stateDir"] = json!(state.join("rmasq"));
+        }
+        if ty == "rbridge" && plugin.get("ipMasq").is_some() {
+            plugin["ipMasqStateDir"] = json!(state.join("rmasq"));
         }
     }
     list

@@ -59,7 +59,7 @@ fn conflist(which: Which, state: &std::path::Path) -> Value {
             "cniVersion": "1.0.0", "name": "bench",
             "plugins": [{
                 "type": "rbridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
-                "ipMasq": true, "stateDir": state.join("rmasq"),
+                "ipMasq": true, "ipMasqStateDir": state.join("rmasq"),
                 "ipam": {"type": "rhost-local", "ranges": ranges, "dataDir": state.join("ipam")}
             }]
         }),
