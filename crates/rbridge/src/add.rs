@@ -59,7 +59,7 @@ impl<'a> IpamAdd<'a> {
     }
 }
 
-/// What ADD changed that is not shared with other pods, for undoing it on failure.
+/// What ADD changed, for undoing it on failure.
 #[derive(Default)]
 struct Undo {
     host_veth: Option<String>,
@@ -67,6 +67,8 @@ struct Undo {
     /// CNI_IFNAME exists in the pod as our veth on the bridge: the ADD was retried for a live
     /// attachment, and IPAM may have just handed out its address again.
     live_attachment: bool,
+    /// The bridge, when this ADD created it: a failed first ADD on a node leaves no empty bridge.
+    bridge_created: Option<u32>,
 }
 
 impl Undo {
@@ -79,6 +81,19 @@ impl Undo {
         if self.masq {
             if let Err(e) = masq::teardown(call, conf) {
                 call.logger.debug(format!("undo: masquerade teardown: {e}"));
+            }
+        }
+        // Only while no pod uses it: a concurrent ADD that already found it keeps it, or, in
+        // the narrow window before its veth exists, fails cleanly and is retried.
+        if let Some(index) = self.bridge_created {
+            match node.links().await {
+                Ok(links) if !links.iter().any(|l| l.master == Some(index)) => {
+                    if let Err(e) = node.delete_link(index).await {
+                        call.logger
+                            .debug(format!("undo: deleting bridge {}: {e}", conf.bridge));
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -182,6 +197,9 @@ async fn attach(
                 &format!("bridge {}", conf.bridge),
             )
         })?;
+    if bridge_created {
+        undo.bridge_created = Some(bridge.index);
+    }
     timeline.mark("bridge");
     // As upstream: the bridge's routes are ours, not a router's (no error if IPv6 is off).
     let _ = sysctl::set(&sysctl::iface_key("ipv6", &conf.bridge, "accept_ra"), "0");
