@@ -13,17 +13,28 @@
 //! ```
 //!
 //! Subnet keys rather than ipset: no extra package or kernel module, and a pod's ADD or DEL runs
-//! at most two `iptables -C` (a cheap check that repairs a flushed table) instead of an ipset
-//! call. Sources in the subnet that belong to no pod are masqueraded too, which is harmless.
-//! The forward part also serves the nftables backend: a DROP policy lives in iptables' FORWARD.
+//! no `iptables` at all once its class exists. Sources in the subnet that belong to no pod are
+//! masqueraded too, which is harmless. The forward part also serves the nftables backend: a DROP
+//! policy lives in iptables' FORWARD.
+//!
+//! Repairs without a process per pod: after the rules of a class were written or checked, the
+//! state dir keeps a [`fingerprint`] of the chains they live in (rule handles of iptables-nft's
+//! nf_tables chains, which the kernel never reuses, and the entry count and size of legacy
+//! tables, read over netlink and getsockopt). An ADD of an existing class execs `iptables` to
+//! check and repair the rules only when that fingerprint changed, i.e. when something (a person,
+//! a firewall reload) touched those chains since.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE, PLUGIN_NOT_AVAILABLE};
 use iptables::IPTables;
 
 use crate::backend::{in_path, Backend, Plan};
 use crate::class::{BackendKind, Class};
+use crate::nfnl::{self, Nfnl, NFPROTO_IPV4, NFPROTO_IPV6};
 
 pub const FORWARD_CHAIN: &str = "RMASQ-FORWARD";
 const FORWARD_JUMP: &str = "-j RMASQ-FORWARD";
@@ -241,6 +252,162 @@ pub fn drop_forward(c: &Class) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// Does `c` have rules in iptables? Its nat rules with the iptables backend; its forward
+/// accepts with `allowForward` where iptables is installed.
+pub fn has_rules(c: &Class) -> bool {
+    c.backend == BackendKind::Iptables || (c.allow_forward && in_path(cmd(c.is_v4())))
+}
+
+/// Checks the iptables rules of an existing class (execs `iptables`) and repairs what differs,
+/// as the class's first ADD would have written them.
+pub fn ensure_existing(c: &Class) -> Result<()> {
+    if c.backend == BackendKind::Iptables {
+        ensure_class(c, false)?;
+    }
+    if c.allow_forward {
+        ensure_forward(c, false)?;
+    }
+    Ok(())
+}
+
+/// The (table, chain) pairs holding `c`'s iptables rules.
+fn chains(c: &Class) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if c.backend == BackendKind::Iptables {
+        out.push(("nat", "POSTROUTING".to_string()));
+        out.push(("nat", nat_chain(c)));
+    }
+    if c.allow_forward {
+        out.push(("filter", "FORWARD".to_string()));
+        out.push(("filter", FORWARD_CHAIN.to_string()));
+    }
+    out
+}
+
+/// What the chains holding `c`'s iptables rules look like now, cheaply and without a process:
+/// any rule added to, deleted from or replaced in them, or a table replaced, changes it.
+///
+/// - iptables-nft keeps them in nf_tables tables `ip`/`ip6` `nat` and `filter`: the table's
+///   handle and the handles of the chains' rules (the kernel gives every new rule a new handle
+///   and never reuses one within a table, nor a table handle within a netns);
+/// - iptables-legacy tables (those in `/proc/net/ip{,6}_tables_names`): entry count, size and
+///   hook offsets from `IPT_SO_GET_INFO` (a rule replaced by one of the same size goes
+///   unnoticed there; legacy has no generation counter);
+/// - the boot and the netns, so a fingerprint never outlives either.
+///
+/// None if it cannot be read: then the rules are always checked.
+pub fn fingerprint(c: &Class) -> Option<String> {
+    let v4 = c.is_v4();
+    let wanted = chains(c);
+    let mut fp = String::new();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    // thread-self: a library caller may have moved only this thread into the netns.
+    let ns = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    let _ = writeln!(fp, "boot {} netns {}:{}", boot.trim(), ns.dev(), ns.ino());
+    let family = if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
+    let mut nl = Nfnl::open().ok()?;
+    let tables = nl.dump(nfnl::NFT_MSG_GETTABLE, family, &[]).ok()?;
+    for (table, chain) in &wanted {
+        let handle = tables.iter().find_map(|p| {
+            let a = nfnl::payload_attrs(p);
+            (a.str(nfnl::NFTA_TABLE_NAME) == Some(table)).then(|| a.be64(nfnl::NFTA_TABLE_HANDLE))
+        });
+        let _ = write!(fp, "nft {table}");
+        match handle {
+            Some(h) => {
+                let _ = write!(fp, "#{} {chain}:", h.unwrap_or(0));
+                let rules = nl
+                    .dump(
+                        nfnl::NFT_MSG_GETRULE,
+                        family,
+                        &[
+                            (nfnl::NFTA_RULE_TABLE, table),
+                            (nfnl::NFTA_RULE_CHAIN, chain),
+                        ],
+                    )
+                    .ok()?;
+                for p in &rules {
+                    let a = nfnl::payload_attrs(p);
+                    if a.str(nfnl::NFTA_RULE_CHAIN) == Some(chain.as_str()) {
+                        let _ = write!(fp, " {}", a.be64(nfnl::NFTA_RULE_HANDLE).unwrap_or(0));
+                    }
+                }
+                fp.push('\n');
+            }
+            None => fp.push_str(" none\n"),
+        }
+    }
+    let names = if v4 {
+        "/proc/thread-self/net/ip_tables_names"
+    } else {
+        "/proc/thread-self/net/ip6_tables_names"
+    };
+    let legacy = std::fs::read_to_string(names).unwrap_or_default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (table, _) in &wanted {
+        if seen.contains(table) {
+            continue;
+        }
+        seen.push(table);
+        if legacy.lines().any(|l| l.trim() == *table) {
+            let _ = writeln!(fp, "legacy {table} {}", legacy_info(v4, table)?);
+        }
+    }
+    Some(fp)
+}
+
+/// `IPT_SO_GET_INFO` (`IP6T_SO_GET_INFO`) of a loaded legacy table: everything after the name
+/// (valid hooks, hook entries, underflows, entry count, size) as numbers.
+fn legacy_info(v4: bool, table: &str) -> Option<String> {
+    const SO_GET_INFO: libc::c_int = 64; // IPT_BASE_CTL, IP6T_BASE_CTL
+    const NAME_LEN: usize = 32; // XT_TABLE_MAXNAMELEN
+    const INFO_LEN: usize = NAME_LEN + 4 + 5 * 4 + 5 * 4 + 4 + 4;
+    if table.len() >= NAME_LEN {
+        return None;
+    }
+    let (domain, level) = if v4 {
+        (libc::AF_INET, libc::IPPROTO_IP)
+    } else {
+        (libc::AF_INET6, libc::IPPROTO_IPV6)
+    };
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) by `fd`.
+    let raw = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut info = [0u8; INFO_LEN];
+    info[..table.len()].copy_from_slice(table.as_bytes());
+    let mut len = INFO_LEN as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes, as struct ipt_getinfo.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            SO_GET_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 || len as usize != INFO_LEN {
+        return None;
+    }
+    Some(
+        info[NAME_LEN..]
+            .chunks(4)
+            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()).to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 fn missing(c: &Class, table: &str, chain: &str, rule: &str) -> CniError {

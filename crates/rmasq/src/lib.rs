@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod class;
 pub mod iptables;
+pub mod nfnl;
 pub mod nftables;
 pub mod plugin;
 pub mod state;
@@ -128,9 +129,15 @@ impl Masq {
             live: l.classes(kind)?,
             ..Plan::default()
         };
+        // Classes whose stored spec is missing or differs (the first pod of a class).
+        let mut unsaved: Vec<&Class> = Vec::new();
         for (c, addr) in &pairs {
             if !plan.ensure.iter().any(|(e, _)| e.id == c.id) {
-                let fresh = l.class(&c.id)?.is_none() || !l.other_members(&c.id, &[])?;
+                let saved = l.class(&c.id)?;
+                let fresh = saved.is_none() || !l.other_members(&c.id, &[])?;
+                if saved.as_ref() != Some(c) {
+                    unsaved.push(c);
+                }
                 plan.ensure.push((c.clone(), fresh));
             }
             if !plan.live.iter().any(|x| x.id == c.id) {
@@ -138,7 +145,7 @@ impl Masq {
             }
             plan.add.push((c.clone(), *addr));
         }
-        if let Err(e) = be.apply(&plan) {
+        if let Err(e) = self.apply(&l, kind, &plan) {
             // Undo classes this call created, so a failed ADD leaves nothing behind.
             let fresh: Vec<Class> = plan
                 .ensure
@@ -169,7 +176,7 @@ impl Masq {
         }
         // Class specs first, then the record, then ownership: after a crash at any point, DEL
         // still finds enough to remove what was added (see state.rs).
-        for (c, _) in &plan.ensure {
+        for c in unsaved {
             l.put_class(c)?;
         }
         l.put_record(&Record {
@@ -187,6 +194,43 @@ impl Masq {
         })?;
         for (c, addr) in &pairs {
             l.add_owner(&c.id, *addr, &owner)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `plan` to the firewall. When every class it touches exists already (every pod
+    /// after a class's first, every DEL but a class's last), no process runs: nftables set
+    /// elements change over netlink after a netlink check of the classes' rules, and the
+    /// classes' iptables rules (nat rules of the iptables backend, forward accepts) are checked
+    /// with `iptables` only if the chains they live in changed since they were last written or
+    /// checked (see [`iptables::fingerprint`]). Otherwise, or if that fast path fails, the
+    /// backend writes everything it is responsible for, as on a class's first ADD.
+    fn apply(&self, l: &Locked<'_>, kind: BackendKind, plan: &Plan) -> Result<()> {
+        let classes_exist = plan.drop.is_empty() && plan.ensure.iter().all(|(_, fresh)| !fresh);
+        let fast = classes_exist
+            && match kind {
+                BackendKind::Nftables => nftables::update_elements(plan).is_ok(),
+                // Pods are not in the iptables rules: nothing to do per pod.
+                BackendKind::Iptables => true,
+            };
+        if !fast {
+            backend(kind).apply(plan)?;
+            for (c, _) in plan.ensure.iter().filter(|(c, _)| iptables::has_rules(c)) {
+                if let Some(fp) = iptables::fingerprint(c) {
+                    l.put_verified(&c.id, &fp);
+                }
+            }
+            return Ok(());
+        }
+        for (c, _) in plan.ensure.iter().filter(|(c, _)| iptables::has_rules(c)) {
+            let now = iptables::fingerprint(c);
+            if now.is_some() && now == l.verified(&c.id) {
+                continue;
+            }
+            iptables::ensure_existing(c)?;
+            if let Some(fp) = iptables::fingerprint(c) {
+                l.put_verified(&c.id, &fp);
+            }
         }
         Ok(())
     }
@@ -245,7 +289,7 @@ impl Masq {
                 .into_iter()
                 .filter(|c| !plan.drop.iter().any(|d| d.id == c.id))
                 .collect();
-            backend(r.backend).apply(&plan)?;
+            self.apply(l, r.backend, &plan)?;
         }
         for e in &r.entries {
             l.remove_owner(&e.class, e.address, &owner)?;

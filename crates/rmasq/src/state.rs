@@ -7,7 +7,14 @@
 //! <dir>/attachments/<network>/<cid>:<ifname>      JSON Record: backend, (class, address) pairs
 //! <dir>/classes/<id>.json                         JSON Class: enough to remove its rules
 //! <dir>/members/<id>/<address>/<net>:<cid>:<if>   empty file: this attachment uses this address
+//! <dir>/verified/<id>                             iptables chains when the class's rules were
+//!                                                 last written or checked (a cache, see
+//!                                                 `iptables::fingerprint`)
 //! ```
+//!
+//! Writes go through a temporary file and a rename; nothing is fsynced (a torn write after a
+//! power loss reads as a corrupt record, which DEL drops and GC sweeps). A pod whose class
+//! exists writes two files: its record and its owner entry.
 //!
 //! An address (and with the last address, its class) is removed from the firewall only when no
 //! other attachment owns it, so a pod that reuses the address of a pod whose DEL never came keeps
@@ -67,9 +74,18 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> CniError {
 }
 
 /// Writes through a temporary file and rename, so readers never see half a file.
+/// Creates the parent directory if needed.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, bytes).map_err(|e| io_err("cannot write", &tmp, e))?;
+    let written = match fs::write(&tmp, bytes) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let dir = path.parent().expect("state paths have a parent");
+            fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+            fs::write(&tmp, bytes)
+        }
+        r => r,
+    };
+    written.map_err(|e| io_err("cannot write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err("cannot rename into", path, e))
 }
 
@@ -175,8 +191,6 @@ impl Locked<'_> {
 
     pub fn put_record(&self, r: &Record) -> Result<()> {
         let path = self.record_path(&r.network, &r.container_id, &r.ifname);
-        let dir = path.parent().expect("record paths have a parent");
-        fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
         let bytes = serde_json::to_vec(r).cni(IO_FAILURE, || "cannot encode state")?;
         write_atomic(&path, &bytes)
     }
@@ -211,16 +225,29 @@ impl Locked<'_> {
 
     pub fn put_class(&self, c: &Class) -> Result<()> {
         let path = self.class_path(&c.id);
-        let dir = path.parent().expect("class paths have a parent");
-        fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
         let bytes = serde_json::to_vec(c).cni(IO_FAILURE, || "cannot encode state")?;
         write_atomic(&path, &bytes)
     }
 
     pub fn remove_class(&self, id: &str) -> Result<()> {
+        remove_file(&self.verified_path(id))?;
         remove_file(&self.class_path(id))?;
         remove_dir_if_empty(&self.dir().join("members").join(id));
         Ok(())
+    }
+
+    fn verified_path(&self, id: &str) -> PathBuf {
+        self.dir().join("verified").join(id)
+    }
+
+    /// The fingerprint stored when the class's iptables rules were last written or checked.
+    pub fn verified(&self, id: &str) -> Option<String> {
+        fs::read_to_string(self.verified_path(id)).ok()
+    }
+
+    /// Stores a fingerprint. Best effort: without it, the next ADD checks the rules again.
+    pub fn put_verified(&self, id: &str, fingerprint: &str) {
+        let _ = write_atomic(&self.verified_path(id), fingerprint.as_bytes());
     }
 
     /// Every class of `backend`: one per network, subnet and policy, however many pods.
@@ -260,9 +287,14 @@ impl Locked<'_> {
 
     pub fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
         let dir = self.member_dir(class, addr);
-        fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
         let path = dir.join(owner);
-        File::create(&path).map_err(|e| io_err("cannot create", &path, e))?;
+        if let Err(e) = File::create(&path) {
+            if e.kind() != ErrorKind::NotFound {
+                return Err(io_err("cannot create", &path, e));
+            }
+            fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+            File::create(&path).map_err(|e| io_err("cannot create", &path, e))?;
+        }
         Ok(())
     }
 

@@ -71,3 +71,54 @@ fn add_and_del_time_does_not_grow_with_pods() {
         );
     }
 }
+
+/// The library's own cost per pod of an existing class, without process start-up: median and
+/// lower quartile of `Masq::setup` and `Masq::teardown`, per backend, with and without
+/// allowForward. Prints only:
+/// `cargo test --release -p rmasq --test scale -- --ignored --nocapture in_process`.
+#[test]
+#[ignore = "timing: run by hand"]
+fn in_process_setup_and_teardown_time() {
+    use cni_types::netns::NetNs;
+    use rmasq::{BackendKind, Masq, Options};
+
+    for backend in [BackendKind::Nftables, BackendKind::Iptables] {
+        for allow_forward in [true, false] {
+            let w = World::new();
+            let ns = NetNs::open(&w.node.path()).unwrap();
+            let (setup, teardown) = ns
+                .run(|| {
+                    let masq = Masq::new(w.state.join("lib"));
+                    let opts = Options {
+                        backend: Some(backend),
+                        allow_forward,
+                        ..Options::default()
+                    };
+                    let first = ["10.77.0.2/16".parse().unwrap()];
+                    masq.setup("pods", "first", "eth0", &first, &opts).unwrap();
+                    let (mut setup, mut teardown) = (Vec::new(), Vec::new());
+                    for k in 0..200u32 {
+                        let addr = [format!("10.77.{}.{}/16", 1 + k / 250, k % 250 + 2)
+                            .parse()
+                            .unwrap()];
+                        let t = Instant::now();
+                        masq.setup("pods", "probe", "eth0", &addr, &opts).unwrap();
+                        setup.push(t.elapsed());
+                        let t = Instant::now();
+                        masq.teardown("pods", "probe", "eth0").unwrap();
+                        teardown.push(t.elapsed());
+                    }
+                    masq.teardown("pods", "first", "eth0").unwrap();
+                    (setup, teardown)
+                })
+                .unwrap();
+            println!(
+                "{backend} allowForward={allow_forward}: setup median {:.0?} p25 {:.0?}, teardown median {:.0?} p25 {:.0?}",
+                quantile(setup.clone(), 0.5),
+                quantile(setup, 0.25),
+                quantile(teardown.clone(), 0.5),
+                quantile(teardown, 0.25)
+            );
+        }
+    }
+}
