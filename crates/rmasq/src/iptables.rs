@@ -299,6 +299,11 @@ fn chains(c: &Class) -> Vec<(&'static str, String)> {
 ///
 /// None if it cannot be read: then the rules are always checked.
 pub fn fingerprint(c: &Class) -> Option<String> {
+    fingerprint_with(&mut Nfnl::open().ok()?, c)
+}
+
+/// [`fingerprint`] on an open socket.
+pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
     let v4 = c.is_v4();
     let wanted = chains(c);
     let mut fp = String::new();
@@ -307,7 +312,6 @@ pub fn fingerprint(c: &Class) -> Option<String> {
     let ns = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
     let _ = writeln!(fp, "boot {} netns {}:{}", boot.trim(), ns.dev(), ns.ino());
     let family = if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
-    let mut nl = Nfnl::open().ok()?;
     let tables = nl.dump(nfnl::NFT_MSG_GETTABLE, family, &[]).ok()?;
     for (table, chain) in &wanted {
         let handle = tables.iter().find_map(|p| {

@@ -36,6 +36,7 @@ use ipnet::IpNet;
 
 pub use backend::{backend, detect, Backend, Plan};
 pub use class::{BackendKind, Class, Options};
+use nfnl::Nfnl;
 use state::{Entry, Locked, Record, Store};
 
 /// Where state lives unless configured otherwise (`stateDir`).
@@ -115,6 +116,8 @@ impl Masq {
                 "the pod has no IP address to masquerade",
             ));
         }
+        // Declared before the lock, so the socket closes after it is released (see `apply`).
+        let mut nl = None;
         let l = self.store.lock()?;
         // Under the lock, so concurrent first ADDs agree on the detected backend.
         let kind = self.resolve_backend(opts)?;
@@ -122,7 +125,7 @@ impl Masq {
         let pairs = self.classes_for(kind, network, addrs, opts);
         if let Some(old) = l.record(network, container_id, ifname)? {
             // ADD again without DEL (a retried ADD): start from a clean slate.
-            self.teardown_locked(&l, &old)?;
+            self.teardown_locked(&l, &mut nl, &old)?;
         }
         let owner = state::owner_key(network, container_id, ifname);
         let mut plan = Plan {
@@ -145,7 +148,7 @@ impl Masq {
             }
             plan.add.push((c.clone(), *addr));
         }
-        if let Err(e) = self.apply(&l, kind, &plan) {
+        if let Err(e) = self.apply(&l, &mut nl, kind, &plan) {
             // Undo classes this call created, so a failed ADD leaves nothing behind.
             let fresh: Vec<Class> = plan
                 .ensure
@@ -205,30 +208,55 @@ impl Masq {
     /// with `iptables` only if the chains they live in changed since they were last written or
     /// checked (see [`iptables::fingerprint`]). Otherwise, or if that fast path fails, the
     /// backend writes everything it is responsible for, as on a class's first ADD.
-    fn apply(&self, l: &Locked<'_>, kind: BackendKind, plan: &Plan) -> Result<()> {
+    ///
+    /// `nl` is the call's netfilter socket, opened here when first needed. Callers keep it
+    /// past their lock: closing a netfilter socket waits until nf_tables has freed what
+    /// recent transactions removed (an RCU grace period after a DEL's element removal), and
+    /// that wait must not hold up other pods' calls.
+    fn apply(
+        &self,
+        l: &Locked<'_>,
+        nl: &mut Option<Nfnl>,
+        kind: BackendKind,
+        plan: &Plan,
+    ) -> Result<()> {
+        let with_iptables: Vec<&Class> = plan
+            .ensure
+            .iter()
+            .map(|(c, _)| c)
+            .filter(|c| iptables::has_rules(c))
+            .collect();
+        if nl.is_none() && (kind == BackendKind::Nftables || !with_iptables.is_empty()) {
+            *nl = Nfnl::open().ok();
+        }
+        let fingerprint = |nl: &mut Option<Nfnl>, c: &Class| {
+            nl.as_mut().and_then(|nl| iptables::fingerprint_with(nl, c))
+        };
         let classes_exist = plan.drop.is_empty() && plan.ensure.iter().all(|(_, fresh)| !fresh);
         let fast = classes_exist
             && match kind {
-                BackendKind::Nftables => nftables::update_elements(plan).is_ok(),
+                BackendKind::Nftables => nl
+                    .as_mut()
+                    .is_some_and(|nl| nftables::update_elements_with(nl, plan).is_ok()),
                 // Pods are not in the iptables rules: nothing to do per pod.
                 BackendKind::Iptables => true,
             };
         if !fast {
             backend(kind).apply(plan)?;
-            for (c, _) in plan.ensure.iter().filter(|(c, _)| iptables::has_rules(c)) {
-                if let Some(fp) = iptables::fingerprint(c) {
+            for c in with_iptables {
+                if let Some(fp) = fingerprint(nl, c) {
                     l.put_verified(&c.id, &fp);
                 }
             }
             return Ok(());
         }
-        for (c, _) in plan.ensure.iter().filter(|(c, _)| iptables::has_rules(c)) {
-            let now = iptables::fingerprint(c);
+        for c in with_iptables {
+            let now = fingerprint(nl, c);
             if now.is_some() && now == l.verified(&c.id) {
                 continue;
             }
             iptables::ensure_existing(c)?;
-            if let Some(fp) = iptables::fingerprint(c) {
+            if let Some(fp) = fingerprint(nl, c) {
                 l.put_verified(&c.id, &fp);
             }
         }
@@ -239,9 +267,10 @@ impl Masq {
     /// there is nothing to remove.
     pub fn teardown(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
         cni_types::validate::network_name(network)?;
+        let mut nl = None;
         let l = self.store.lock()?;
         match l.record(network, container_id, ifname) {
-            Ok(Some(r)) => self.teardown_locked(&l, &r),
+            Ok(Some(r)) => self.teardown_locked(&l, &mut nl, &r),
             Ok(None) => Ok(()),
             // A corrupt record cannot be acted upon; dropping it keeps DEL idempotent, and
             // GC's orphan sweep removes what it referenced.
@@ -259,7 +288,7 @@ impl Masq {
         }
     }
 
-    fn teardown_locked(&self, l: &Locked<'_>, r: &Record) -> Result<()> {
+    fn teardown_locked(&self, l: &Locked<'_>, nl: &mut Option<Nfnl>, r: &Record) -> Result<()> {
         let owner = r.owner();
         let mut plan = Plan::default();
         let mut leaving: Vec<(String, Vec<IpAddr>)> = Vec::new();
@@ -289,7 +318,7 @@ impl Masq {
                 .into_iter()
                 .filter(|c| !plan.drop.iter().any(|d| d.id == c.id))
                 .collect();
-            self.apply(l, r.backend, &plan)?;
+            self.apply(l, nl, r.backend, &plan)?;
         }
         for e in &r.entries {
             l.remove_owner(&e.class, e.address, &owner)?;
@@ -378,10 +407,11 @@ impl Masq {
                 .iter()
                 .any(|a| a.container_id == cid && a.ifname == ifname)
         };
+        let mut nl = None;
         let l = self.store.lock()?;
         for r in l.records(network)? {
             if !keep(&r.container_id, &r.ifname) {
-                self.teardown_locked(&l, &r)?;
+                self.teardown_locked(&l, &mut nl, &r)?;
             }
         }
         // Ownership left without a record (a crash inside setup or teardown).
@@ -403,7 +433,7 @@ impl Masq {
                     address: addr,
                 }],
             };
-            self.teardown_locked(&l, &r)?;
+            self.teardown_locked(&l, &mut nl, &r)?;
         }
         Ok(())
     }
