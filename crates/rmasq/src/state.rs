@@ -23,6 +23,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use cni_types::error::{CniError, Context, Result, IO_FAILURE};
@@ -112,21 +113,51 @@ fn remove_dir_if_empty(dir: &Path) {
 }
 
 /// True if `dir` has an entry whose name is not in `except`. Stops at the first such entry, so
-/// the cost does not grow with the size of the directory.
+/// the cost does not grow with the size of the directory: it reads entries with getdents64 a
+/// few at a time (`fs::read_dir` asks for 32 KiB of them, i.e. a thousand members at once).
 fn has_entry_except(dir: &Path, except: &[String]) -> Result<bool> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
+    let file = match File::open(dir) {
+        Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io_err("cannot list", dir, e)),
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err("cannot list", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !except.contains(&name) && !name.contains(".tmp") {
-            return Ok(true);
+    let mut buf = [0u8; 1024];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                file.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io_err("cannot list", dir, std::io::Error::last_os_error()));
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        let mut off = 0;
+        while off + 19 <= n as usize {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen < 19 || off + reclen > n as usize {
+                return Err(io_err("cannot list", dir, "malformed directory entry"));
+            }
+            let raw = &buf[off + 19..off + reclen];
+            let name = &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())];
+            let name = String::from_utf8_lossy(name);
+            if name != "."
+                && name != ".."
+                && !except.iter().any(|e| *e == name)
+                && !name.contains(".tmp")
+            {
+                return Ok(true);
+            }
+            off += reclen;
         }
     }
-    Ok(false)
 }
 
 impl Store {
@@ -379,6 +410,35 @@ mod tests {
         l.remove_owner("c1", a, "n:y:eth0").unwrap();
         l.remove_owner("c1", b, "n:z:eth0").unwrap();
         assert!(!dir.join("members/c1").exists());
+        drop(l);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn membership_is_found_among_many_and_when_absent() {
+        let (dir, s) = store();
+        let l = s.lock().unwrap();
+        let a: IpAddr = "10.1.0.5".parse().unwrap();
+        assert!(!l.other_members("c1", &[]).unwrap());
+        l.add_owner("c1", a, "n:x:eth0").unwrap();
+        assert!(!l.other_members("c1", &[a]).unwrap());
+        assert!(l.other_members("c1", &[]).unwrap());
+        // Many members with long names: more than one getdents64 buffer.
+        let addrs: Vec<IpAddr> = (0..300u32)
+            .map(|i| {
+                format!("fd00:1234:5678:9abc:def0:{:x}::{:x}", i / 7, i)
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        for b in &addrs {
+            l.add_owner("c2", *b, "n:y:eth0").unwrap();
+        }
+        assert!(l.other_members("c2", &addrs[..299]).unwrap());
+        assert!(!l.other_members("c2", &addrs).unwrap());
+        // A temporary file is nobody.
+        fs::write(dir.join("members/c1/x.tmp123"), b"").unwrap();
+        assert!(!l.other_members("c1", &[a]).unwrap());
         drop(l);
         fs::remove_dir_all(dir).unwrap();
     }
