@@ -354,7 +354,11 @@ impl Nfnl {
     /// next part of a dump) synchronously, so an empty queue means no more answer is coming.
     fn recv(&mut self) -> io::Result<Option<&[u8]>> {
         self.buf.clear();
-        match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+        // MSG_TRUNC: the kernel returns a datagram's full length, so truncation shows.
+        match self
+            .sock
+            .recv(&mut self.buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+        {
             Ok(n) if n > self.buf.len() => Err(bad("netlink answer larger than the buffer")),
             Ok(_) => Ok(Some(&self.buf)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),

@@ -29,12 +29,29 @@ fn real(program: &str) -> PathBuf {
 
 impl Tools {
     fn new() -> Tools {
+        Tools::with(&[
+            ("nft", "nft"),
+            ("iptables", "iptables"),
+            ("ip6tables", "ip6tables"),
+        ])
+    }
+
+    /// iptables and ip6tables are the legacy (x_tables) ones.
+    fn legacy() -> Tools {
+        Tools::with(&[
+            ("nft", "nft"),
+            ("iptables", "iptables-legacy"),
+            ("ip6tables", "ip6tables-legacy"),
+        ])
+    }
+
+    fn with(tools: &[(&str, &str)]) -> Tools {
         let dir = temp_dir("rmasq-tools");
-        for tool in ["nft", "iptables", "ip6tables"] {
+        for (tool, program) in tools {
             let script = format!(
                 "#!/bin/sh\necho \"{tool} $*\" >> {log}\nexec {real} \"$@\"\n",
                 log = dir.join("log").display(),
-                real = real(tool).display()
+                real = real(program).display()
             );
             let path = dir.join(tool);
             std::fs::write(&path, script).unwrap();
@@ -141,8 +158,11 @@ fn pods_of_an_existing_class_run_no_process() {
 /// and the new pod's element, not the elements of pods added before), so only the new pod is
 /// checked after them.
 fn damage_is_repaired(backend: &str, damage: &[String]) {
+    damage_is_repaired_with(backend, Tools::new(), damage)
+}
+
+fn damage_is_repaired_with(backend: &str, tools: Tools, damage: &[String]) {
     let w = World::new();
-    let tools = Tools::new();
     let first = pod(&w, backend, 0);
     call(&w, &tools, "ADD", "c0", &first).ok();
     tools.take();
@@ -166,8 +186,9 @@ fn damage_is_repaired(backend: &str, damage: &[String]) {
             call(&w, &tools, "ADD", "c0", &first).ok();
             tools.take();
         }
-        w.rmasq("CHECK", "c0", &first).assert_ok();
-        w.rmasq("CHECK", &format!("c{n}"), &conf).assert_ok();
+        call(&w, &tools, "CHECK", "c0", &first).assert_ok();
+        call(&w, &tools, "CHECK", &format!("c{n}"), &conf).assert_ok();
+        tools.take();
         call(&w, &tools, "DEL", &format!("c{n}"), &conf).assert_ok();
         call(&w, &tools, "ADD", "c1", &pod(&w, backend, 1)).ok();
         call(&w, &tools, "DEL", "c1", &pod(&w, backend, 1)).assert_ok();
@@ -221,4 +242,71 @@ fn iptables_changes_by_hand_are_noticed_and_repaired() {
             "nft flush ruleset".to_string(),
         ],
     );
+}
+
+/// iptables-legacy keeps no rule handles: its fingerprint is the tables' entry count and size.
+#[test]
+fn iptables_legacy_changes_are_noticed_and_repaired() {
+    let chain = format!("RMASQ-{}", class_id("iptables", "10.77.0.2/24"));
+    damage_is_repaired_with(
+        "iptables",
+        Tools::legacy(),
+        &[
+            format!("iptables-legacy -w -t nat -D {chain} -d 169.254.0.0/16 -j RETURN"),
+            "ip6tables-legacy -w -t nat -F POSTROUTING".to_string(),
+            "iptables-legacy -w -F FORWARD".to_string(),
+            "iptables-legacy -w -A RMASQ-FORWARD -j DROP".to_string(),
+        ],
+    );
+}
+
+/// The hand-built nfnetlink batches against the kernel: acks, ENOENT for a missing set or
+/// element, and add-then-delete as one transaction whether or not the element was there.
+#[test]
+fn set_element_batches_against_the_kernel() {
+    use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_INET};
+
+    let w = World::new();
+    let ns = cni_types::netns::NetNs::open(&w.node.path()).unwrap();
+    let key = [10u8, 1, 0, 5];
+    let key6 = "fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+    let setelems = |ops: &[(ElemOp, &str, &[u8])]| {
+        ns.run(|| Nfnl::open().unwrap().setelems(NFPROTO_INET, "t", ops))
+            .unwrap()
+    };
+    assert_eq!(
+        errno(setelems(&[(ElemOp::Add, "s4", &key)])),
+        Some(libc::ENOENT)
+    );
+    w.node.sh("nft add table inet t; nft add set inet t s4 '{ type ipv4_addr; }'; nft add set inet t s6 '{ type ipv6_addr; }'");
+    let elements = || w.node.sh("nft list table inet t");
+    setelems(&[(ElemOp::Add, "s4", &key), (ElemOp::Add, "s6", &key6)]).unwrap();
+    setelems(&[(ElemOp::Add, "s4", &key)]).unwrap();
+    assert!(
+        elements().contains("10.1.0.5") && elements().contains("fd00::5"),
+        "{}",
+        elements()
+    );
+    // One failing operation fails the batch, and nothing of it is applied.
+    let other = [10u8, 1, 0, 6];
+    assert_eq!(
+        errno(setelems(&[
+            (ElemOp::Add, "s4", &other),
+            (ElemOp::Add, "missing", &key)
+        ])),
+        Some(libc::ENOENT)
+    );
+    assert!(!elements().contains("10.1.0.6"), "{}", elements());
+    setelems(&[(ElemOp::Delete, "s4", &key)]).unwrap();
+    assert!(!elements().contains("10.1.0.5"), "{}", elements());
+    assert_eq!(
+        errno(setelems(&[(ElemOp::Delete, "s4", &key)])),
+        Some(libc::ENOENT)
+    );
+    // Add then delete: succeeds whether or not the element was there.
+    for _ in 0..2 {
+        setelems(&[(ElemOp::Add, "s6", &key6), (ElemOp::Delete, "s6", &key6)]).unwrap();
+        assert!(!elements().contains("fd00::5"), "{}", elements());
+    }
 }
