@@ -1,6 +1,7 @@
 //! A minimal CNI runtime: runs a conflist's plugins one process per call, as libcni does
-//! (name and cniVersion injected, prevResult handed down the chain on ADD, DEL in reverse with
-//! the cached result). The benchmark uses it so that nothing but plugin work is timed.
+//! (each plugin's config built by `cni_testkit::plugin_config`, prevResult handed down the chain
+//! on ADD, DEL in reverse with the cached result). The benchmark uses it so that nothing but
+//! plugin work is timed; its exec is its own (wall time and peak RSS from wait4 per process).
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -9,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use cni_testkit::{conflist, find_plugin, plugin_config};
+use serde_json::{Map, Value};
 
 /// One plugin process: its exit, output, wall time and peak RSS.
 #[derive(Debug, Clone)]
@@ -36,9 +38,7 @@ impl Runtime {
     }
 
     fn find(&self, plugin: &str) -> PathBuf {
-        std::env::split_paths(&self.cni_path)
-            .map(|d| d.join(plugin))
-            .find(|p| p.is_file())
+        find_plugin(&self.cni_path, plugin)
             .unwrap_or_else(|| panic!("plugin {plugin} not in {}", self.cni_path))
     }
 
@@ -100,10 +100,11 @@ impl Runtime {
         netns: &str,
         ifname: &str,
     ) -> Result<(Value, Vec<Exec>), String> {
+        let list = conflist(list);
         let mut prev: Option<Value> = None;
         let mut execs = Vec::new();
-        for plugin in list["plugins"].as_array().unwrap() {
-            let conf = plugin_conf(list, plugin, prev.as_ref());
+        for (i, plugin) in list.plugins.iter().enumerate() {
+            let conf = plugin_config(&list, i, prev.as_ref(), &Map::new());
             let ty = plugin["type"].as_str().unwrap();
             let e = self.exec(ty, "ADD", id, netns, ifname, &conf);
             if !e.ok {
@@ -127,9 +128,10 @@ impl Runtime {
         ifname: &str,
         cached: Option<&Value>,
     ) -> Result<Vec<Exec>, String> {
+        let list = conflist(list);
         let mut execs = Vec::new();
-        for plugin in list["plugins"].as_array().unwrap().iter().rev() {
-            let conf = plugin_conf(list, plugin, cached);
+        for (i, plugin) in list.plugins.iter().enumerate().rev() {
+            let conf = plugin_config(&list, i, cached, &Map::new());
             let ty = plugin["type"].as_str().unwrap();
             let e = self.exec(ty, "DEL", id, netns, ifname, &conf);
             if !e.ok {
@@ -139,20 +141,6 @@ impl Runtime {
         }
         Ok(execs)
     }
-}
-
-/// What libcni sends one plugin of a list.
-pub fn plugin_conf(list: &Value, plugin: &Value, prev: Option<&Value>) -> Value {
-    let mut conf = plugin.clone();
-    conf["name"] = list["name"].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
-    if let Some(p) = prev {
-        conf["prevResult"] = p.clone();
-    }
-    if conf.get("capabilities").is_some() {
-        conf["runtimeConfig"] = json!({});
-    }
-    conf
 }
 
 /// waitpid with rusage: the exit code and the child's peak RSS in KiB.

@@ -2,18 +2,21 @@
 //!
 //! Plugin tests exercise real kernels: they create throwaway network namespaces, run the built
 //! plugin binaries inside them exactly like a container runtime would (environment, stdin, exit
-//! code), and then read the resulting kernel state back with `ip -j`. Everything here panics with a
-//! clear message instead of returning errors: a test that cannot set up its world must fail loudly,
-//! never skip silently.
+//! code), alone or as the plugins of a conflist driven like libcni drives them ([`Chain`]), and
+//! then read the resulting kernel state back with `ip -j`. Everything here panics with a clear
+//! message instead of returning errors: a test that cannot set up its world must fail loudly, never
+//! skip silently.
 //!
 //! Tests need root and netns support. They never touch the root network namespace: every link,
 //! address, route and sysctl lives in a [`Netns`] that is deleted on drop, even when the test
 //! panics.
 
+mod chain;
 mod fs;
 mod netns;
 mod plugin;
 
+pub use chain::{binary, conflist, find_plugin, plugin_config, Chain, PluginCall};
 pub use fs::{
     bin_dir, cni_path_with_upstream, plugin_bin, require_root, temp_dir, upstream_bin,
     upstream_dir, TempDir,

@@ -4,6 +4,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use serde_json::{json, Value};
+
 use super::*;
 
 fn netns_listed(name: &str) -> bool {
@@ -283,4 +285,167 @@ fn plugin_bin_panics_when_missing() {
 #[should_panic(expected = "apt-get install containernetworking-plugins")]
 fn upstream_bin_panics_when_missing() {
     upstream_bin("no-such-plugin");
+}
+
+/// A script plugin `name` that logs each call as one line (verb, container, interface, netns,
+/// CNI_PATH, stdin) to `log`, fails `fail` with CNI error 11, and answers ADD with a result
+/// naming itself.
+fn logging_plugin(dir: &Path, name: &str, log: &Path, fail: &str) {
+    write_script(
+        dir,
+        name,
+        &format!(
+            r#"conf=$(cat)
+printf '%s {name} %s %s %s %s %s\n' "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_IFNAME" "$CNI_NETNS" "$CNI_PATH" "$conf" >>{log}
+if [ "$CNI_COMMAND" = "{fail}" ]; then
+  echo '{{"cniVersion":"1.0.0","code":11,"msg":"{name} refuses {fail}"}}'
+  echo "{name} stderr" >&2
+  exit 1
+fi
+if [ "$CNI_COMMAND" = ADD ]; then echo '{{"cniVersion":"1.0.0","from":"{name}"}}'; fi
+"#,
+            log = log.display()
+        ),
+    );
+}
+
+/// The calls logged since the last take: (verb, plugin, stdin as JSON), checking the CNI
+/// variables of each.
+fn take_calls(log: &Path, cid: &str, netns: &str, cni_path: &str) -> Vec<(String, String, Value)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    std::fs::write(log, "").unwrap();
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.splitn(7, ' ').collect();
+            assert_eq!(f[2..6], [cid, "eth0", netns, cni_path], "{line}");
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                serde_json::from_str(f[6]).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn chain_runs_a_conflist_as_libcni_does() {
+    let dir = temp_dir("rcni-tk");
+    let log = dir.join("log");
+    logging_plugin(&dir, "pa", &log, "none");
+    logging_plugin(&dir, "pb", &log, "none");
+    logging_plugin(&dir, "pc", &log, "CHECK");
+    logging_plugin(&dir, "pd", &log, "ADD");
+    let node = Netns::new("node");
+    let pod = Netns::new("pod");
+    let netns = pod.path().display().to_string();
+    let cni_path = dir.display().to_string();
+    let list = |plugins: Value| json!({"cniVersion": "1.0.0", "name": "pods", "plugins": plugins});
+    let pa = json!({"type": "pa", "capabilities": {"portMappings": true}});
+    let pm = json!({"portMappings": [{"hostPort": 80}]});
+    let chain = Chain::new(
+        &node,
+        &list(json!([pa, {"type": "pb", "x": 1}, {"type": "pc"}])),
+        "ctr1",
+        &pod,
+        "eth0",
+    )
+    .cni_path(&*cni_path)
+    .capability_args(json!({"portMappings": pm["portMappings"], "other": 1}));
+    let calls = || take_calls(&log, "ctr1", &netns, &cni_path);
+
+    // ADD in order, each plugin getting the previous result; the last one's is the result.
+    let result = chain.add();
+    assert_eq!(result, json!({"cniVersion": "1.0.0", "from": "pc"}));
+    let adds = calls();
+    let seen: Vec<(&str, &str)> = adds
+        .iter()
+        .map(|(v, p, _)| (v.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(seen, [("ADD", "pa"), ("ADD", "pb"), ("ADD", "pc")]);
+    assert_eq!(
+        adds[0].2,
+        json!({"type": "pa", "capabilities": {"portMappings": true}, "name": "pods",
+               "cniVersion": "1.0.0", "runtimeConfig": pm})
+    );
+    assert_eq!(
+        adds[1].2,
+        json!({"type": "pb", "x": 1, "name": "pods", "cniVersion": "1.0.0",
+               "prevResult": {"cniVersion": "1.0.0", "from": "pa"}})
+    );
+    assert_eq!(adds[2].2["prevResult"]["from"], "pb");
+
+    // CHECK in order with the final result; the first failure comes back whole.
+    let failed = chain.check(&result).unwrap_err();
+    assert_eq!(
+        (
+            failed.verb.as_str(),
+            failed.index,
+            failed.plugin_type.as_str()
+        ),
+        ("CHECK", 2, "pc")
+    );
+    assert_eq!(failed.run.code, 1);
+    assert_eq!(failed.run.err_code(), Some(11));
+    assert_eq!(failed.run.stderr, "pc stderr\n");
+    assert_eq!(failed.config["prevResult"], result);
+    let shown = failed.to_string();
+    assert!(
+        shown.contains("CHECK of plugin #2 (pc) failed") && shown.contains("pc refuses CHECK"),
+        "{shown}"
+    );
+    let checks = calls();
+    assert_eq!(checks.len(), 3);
+    assert!(checks
+        .iter()
+        .all(|(v, _, c)| v == "CHECK" && c["prevResult"] == result));
+
+    // Skipping pc's CHECK lets the others pass.
+    let chain = chain.skip_check("pc");
+    chain.check(&result).unwrap();
+    let seen: Vec<String> = calls().into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(seen, ["pa", "pb"]);
+
+    // DEL in reverse, each with the final result.
+    chain.del(&result);
+    let dels = calls();
+    let seen: Vec<(&str, &str)> = dels
+        .iter()
+        .map(|(v, p, _)| (v.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(seen, [("DEL", "pc"), ("DEL", "pb"), ("DEL", "pa")]);
+    assert!(dels.iter().all(|(_, _, c)| c["prevResult"] == result));
+
+    // A failing ADD stops the chain there.
+    let chain = Chain::new(
+        &node,
+        &list(json!([{"type": "pa"}, {"type": "pd"}, {"type": "pb"}])),
+        "ctr1",
+        &pod,
+        "eth0",
+    )
+    .cni_path(&*cni_path);
+    let failed = chain.try_add().unwrap_err();
+    assert_eq!((failed.index, failed.plugin_type.as_str()), (1, "pd"));
+    assert_eq!(failed.config["prevResult"]["from"], "pa");
+    assert_eq!(calls().len(), 2);
+    let msg = catch_unwind(AssertUnwindSafe(|| chain.add())).unwrap_err();
+    let msg = msg.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("ADD of plugin #1 (pd) failed"), "{msg}");
+    calls();
+
+    // disableCheck: libcni runs no CHECK at all.
+    let mut l = list(json!([{"type": "pc"}]));
+    l["disableCheck"] = json!(true);
+    let chain = Chain::new(&node, &l, "ctr1", &pod, "eth0").cni_path(&*cni_path);
+    chain.check(&result).unwrap();
+    assert!(calls().is_empty());
+}
+
+#[test]
+#[should_panic(expected = "has no CHECK")]
+fn chain_refuses_check_before_0_4_0() {
+    let node = Netns::new("node");
+    let pod = Netns::new("pod");
+    let list = json!({"cniVersion": "0.3.1", "name": "n", "plugins": [{"type": "x"}]});
+    let _ = Chain::new(&node, &list, "c", &pod, "eth0").check(&json!({}));
 }

@@ -6,8 +6,8 @@
 
 mod common;
 
-use cni_testkit::{temp_dir, Netns};
-use common::{assert_result_is_kernel_but, kroutes, Chain};
+use cni_testkit::{temp_dir, Chain, Netns};
+use common::{assert_result_is_kernel_but, kroutes};
 use serde_json::{json, Value};
 
 /// The versions both upstream and rroutes speak that differ in result shape or verbs.
@@ -18,15 +18,8 @@ fn run_chain(first: Value, rroutes: Value, version: &str, gw4: &str, gw6: &str, 
     let pod = Netns::new("pod");
     let peer = Netns::new("peer");
     node.veth_to(&peer, "n0", "n1", "192.168.60.1/24", "192.168.60.2/24");
-    let chain = Chain {
-        node: &node,
-        pod_path: pod.path().display().to_string(),
-        name: "pods",
-        version,
-        plugins: vec![first, rroutes],
-        container_id: "chain-1",
-        ifname: "eth0",
-    };
+    let list = json!({"cniVersion": version, "name": "pods", "plugins": [first, rroutes]});
+    let chain = Chain::new(&node, &list, "chain-1", &pod, "eth0");
     let result = chain.add();
     assert_result_is_kernel_but(&result, &pod, "eth0", gw4, gw6, implicit);
     let k = kroutes(&pod, "eth0");
@@ -49,7 +42,7 @@ fn run_chain(first: Value, rroutes: Value, version: &str, gw4: &str, gw6: &str, 
     );
     if version != "0.3.1" {
         if let Err(run) = chain.check(&result) {
-            panic!("CHECK of the chain failed ({version}): {run:?}\nresult: {result}");
+            panic!("CHECK of the chain failed ({version}): {run}\nresult: {result}");
         }
     }
     chain.del(&result);

@@ -1,14 +1,9 @@
 //! Shared test support: a node netns where the plugin runs, a pod netns wired to it as a previous
-//! plugin would leave it, kernel read-back of routes, and a chain driver that calls plugins in
-//! order as libcni does.
+//! plugin would leave it, and kernel read-back of routes. Chains are driven by
+//! `cni_testkit::Chain`.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
-use cni_testkit::{
-    bin_dir, cni_path_with_upstream, plugin_bin, run_plugin, upstream_bin, upstream_dir,
-    Invocation, Netns, PluginRun,
-};
+use cni_testkit::{plugin_bin, run_plugin, Invocation, Netns, PluginRun};
 use serde_json::{json, Value};
 
 pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -264,88 +259,5 @@ impl World {
     /// eth1's routes, to show they are untouched.
     pub fn eth1(&self) -> Vec<KRoute> {
         kroutes(&self.pod, "eth1")
-    }
-}
-
-/// The binary for a plugin `type`: ours if built, else upstream's; panics saying what to build
-/// or install when neither exists.
-pub fn binary(plugin_type: &str) -> PathBuf {
-    let ours = bin_dir().join(plugin_type);
-    if ours.is_file() {
-        ours
-    } else if upstream_dir().join(plugin_type).is_file() {
-        upstream_bin(plugin_type)
-    } else {
-        plugin_bin(plugin_type)
-    }
-}
-
-/// A conflist driven as libcni drives it: each plugin gets the list's name and cniVersion, and
-/// (after the first) the previous plugin's result as prevResult; CHECK and DEL get the final
-/// result; DEL runs in reverse order.
-pub struct Chain<'a> {
-    pub node: &'a Netns,
-    pub pod_path: String,
-    pub name: &'a str,
-    pub version: &'a str,
-    pub plugins: Vec<Value>,
-    pub container_id: &'a str,
-    pub ifname: &'a str,
-}
-
-impl Chain<'_> {
-    fn conf(&self, plugin: &Value, prev: Option<&Value>) -> Value {
-        let mut c = plugin.clone();
-        c["name"] = json!(self.name);
-        c["cniVersion"] = json!(self.version);
-        if let Some(p) = prev {
-            c["prevResult"] = p.clone();
-        }
-        c
-    }
-
-    fn call(&self, command: &str, plugin: &Value, conf: &Value) -> PluginRun {
-        let t = plugin["type"].as_str().unwrap();
-        let inv = Invocation::new(
-            command,
-            self.container_id,
-            Some(&self.pod_path),
-            self.ifname,
-        )
-        .with_path(cni_path_with_upstream());
-        run_plugin(Some(self.node), &binary(t), &inv, &conf.to_string())
-    }
-
-    /// ADD through the chain; the final result.
-    pub fn add(&self) -> Value {
-        let mut prev: Option<Value> = None;
-        for p in &self.plugins {
-            let run = self.call("ADD", p, &self.conf(p, prev.as_ref()));
-            let out = run.ok().clone();
-            assert_eq!(
-                out["cniVersion"], self.version,
-                "{} answered in another version: {out}",
-                p["type"]
-            );
-            prev = Some(out);
-        }
-        prev.expect("a chain has plugins")
-    }
-
-    /// CHECK of every plugin, in order, with the final result; the first failure.
-    pub fn check(&self, result: &Value) -> Result<(), Box<PluginRun>> {
-        for p in &self.plugins {
-            let run = self.call("CHECK", p, &self.conf(p, Some(result)));
-            if run.code != 0 {
-                return Err(Box::new(run));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn del(&self, result: &Value) {
-        for p in self.plugins.iter().rev() {
-            self.call("DEL", p, &self.conf(p, Some(result))).assert_ok();
-        }
     }
 }
