@@ -301,7 +301,9 @@ mod tests {
         );
         for bad in ["../../bin/sh", "/bin/sh", "", ".."] {
             assert_eq!(
-                find_plugin(bad, std::slice::from_ref(&p.0)).unwrap_err().code,
+                find_plugin(bad, std::slice::from_ref(&p.0))
+                    .unwrap_err()
+                    .code,
                 INVALID_NETWORK_CONFIG
             );
         }
