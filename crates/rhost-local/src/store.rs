@@ -9,17 +9,20 @@
 //!   .rhost-local/            ours only: the index
 //!     index/.snapshot        every attachment's addresses at the last rebuild, sorted by key
 //!     index/<id>@<ifname>    an attachment's addresses since then ("<id>": old reservations)
-//!     marker                 the state of the network dir and index/ when the index was right
+//!     marker                 the state of the store when the index was right (see below)
 //!     tmp/                   files being written; anything here under the lock is a leftover
-//!     clock                  probe for the timestamp clock (see `wait_for_clock`)
 //! ```
 //!
 //! The reservation files are the truth; the index is a cache that makes ADD, DEL and CHECK cost
 //! the same whatever the number of reservations (upstream reads every file on each call): a
 //! lookup reads one small file, or binary-searches the snapshot. It is trusted only while the
-//! network dir's and index/'s (dev, inode, ctime) equal the marker: every change anyone makes to
-//! the set of reservations (create, unlink, rename, by us or by upstream) changes the dir's
-//! ctime, which the kernel sets itself (it cannot be set back). On a mismatch the index is
+//! marker matches: the network dir's and index/'s (dev, inode, ctime), and the content of each
+//! `last_reserved_ip.<set>` with the state (inode, ctime, size, content) of the reservation it
+//! names. Every change anyone makes to the set of reservations (create, unlink, rename, by us or
+//! by upstream) changes the dir's ctime, which the kernel sets itself (it cannot be set back);
+//! a change in the same tick of the coarse timestamp clock as our last one leaves it equal,
+//! but every reservation upstream makes also rewrites `last_reserved_ip.<set>`, which the
+//! marker covers (see [`Store::close`]), so no wait for the clock is needed. On a mismatch the index is
 //! rebuilt from the files (read them all, write one snapshot): only then does the cost grow with
 //! the number of reservations, as upstream's does on every call. Entries are also verified
 //! against the file they name before use, and exclusivity never depends on the index at all:
@@ -42,7 +45,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
 
 use cni_types::error::{CniError, Result, IO_FAILURE};
 use cni_types::log::Logger;
@@ -58,9 +60,7 @@ pub const META_DIR: &str = ".rhost-local";
 const LINE_BREAK: &str = "\r\n";
 const KEYS_HEADER: &str = "rhost-local reservations v1";
 const SNAPSHOT: &str = ".snapshot";
-const MARKER_HEADER: &str = "rhost-local index v1";
-/// How long to wait for the timestamp clock to tick before giving up on the marker.
-const CLOCK_WAIT: Duration = Duration::from_millis(25);
+const MARKER_HEADER: &str = "rhost-local index v2";
 
 fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CniError {
     CniError::new(IO_FAILURE, format!("{what}: {e}"))
@@ -352,7 +352,7 @@ impl Store {
             return Ok(());
         }
         let recorded = fs::read_to_string(self.meta.join("marker")).unwrap_or_default();
-        if !recorded.is_empty() && recorded == self.marker()?.0 {
+        if !recorded.is_empty() && recorded == self.marker()? {
             self.indexed = true;
             return Ok(());
         }
@@ -575,10 +575,12 @@ impl Store {
         fs::rename(&tmp, path).map_err(|e| io_err(format!("writing {}", path.display()), e))
     }
 
-    /// (marker text, newest ctime in it) for the network dir and index/ as they are now.
-    fn marker(&self) -> Result<(String, (i64, i64))> {
+    /// The marker text for the store as it is now: (dev, inode, ctime) of the network dir and
+    /// index/, then for each `last_reserved_ip.<n>` (n = 0, 1, ... up to the first missing
+    /// one) its content and the state of the reservation file it names (inode, ctime, size,
+    /// content). See [`Store::close`] for why the contents make a wait for the clock needless.
+    fn marker(&self) -> Result<String> {
         let mut text = format!("{MARKER_HEADER}\n");
-        let mut newest = (i64::MIN, 0);
         for dir in [&self.net.dir, &self.index()] {
             let m = fs::metadata(dir).map_err(|e| io_err(format!("stat {}", dir.display()), e))?;
             text.push_str(&format!(
@@ -588,12 +590,45 @@ impl Store {
                 m.ctime(),
                 m.ctime_nsec()
             ));
-            newest = newest.max((m.ctime(), m.ctime_nsec()));
         }
-        Ok((text, newest))
+        for set in 0.. {
+            let path = self.net.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
+            let Some((_, last)) = small_file(&path)? else {
+                text.push_str(&format!("last {set} -\n"));
+                break;
+            };
+            text.push_str(&format!("last {set} {}", hex(&last)));
+            let named = std::str::from_utf8(&last)
+                .ok()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok());
+            match named {
+                Some(ip) => match small_file(&self.net.ip_path(ip))? {
+                    Some((m, content)) => text.push_str(&format!(
+                        " {ip} {} {}.{:09} {} {}\n",
+                        m.ino(),
+                        m.ctime(),
+                        m.ctime_nsec(),
+                        m.size(),
+                        hex(&content)
+                    )),
+                    None => text.push_str(&format!(" {ip} -\n")),
+                },
+                None => text.push('\n'),
+            }
+        }
+        Ok(text)
     }
 
     /// Records the index as right for the store as it is now, then unlocks.
+    ///
+    /// No wait for the timestamp clock is needed. A change someone else makes right after we
+    /// unlock may land in the same clock tick and leave the dir's ctime as recorded, but every
+    /// reservation upstream makes (ADD, requested addresses included) rewrites
+    /// `last_reserved_ip.<n>` with the address it took, under the same lock. The recorded
+    /// address cannot be taken again while its file exists, so the content changes; and if its
+    /// file was released and taken again, the file's content (or inode) changes. Either way the
+    /// marker no longer matches and the next call rebuilds. A release behind our back is
+    /// harmless: index entries are verified against the file they name before any use.
     pub fn close(mut self) -> Result<()> {
         if let Some((tmp, _)) = self.pending.take() {
             remove_if_exists(&tmp)?;
@@ -601,53 +636,51 @@ impl Store {
         if !self.dirty {
             return Ok(());
         }
-        let (text, newest) = self.marker()?;
-        if !self.wait_for_clock(newest)? {
-            // The clock did not move: a change by someone else right after we unlock could get
-            // the very same ctime. Leave no marker; the next call rebuilds.
-            remove_if_exists(&self.meta.join("marker"))?;
-            self.logger
-                .debug("timestamp clock did not advance; index left to be rebuilt");
-            return Ok(());
-        }
+        let text = self.marker()?;
         point("before-marker");
         self.write_atomic(&self.meta.join("marker"), text.as_bytes())?;
         point("marker-written");
         Ok(())
     }
+}
 
-    /// Waits until the file timestamp clock is past `newest`, so that any later change to the
-    /// dir gets a different ctime than the one recorded. File timestamps come from a coarse
-    /// clock (one tick, 1-10 ms, unless the kernel has fine-grained "multigrain" timestamps,
-    /// where this returns at once); a probe file's ctime shows where the clock is.
-    fn wait_for_clock(&self, newest: (i64, i64)) -> Result<bool> {
-        let path = self.meta.join("clock");
-        let probe = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
-        let deadline = Instant::now() + CLOCK_WAIT;
-        loop {
-            // Asking for the ctime first makes multigrain kernels stamp the update finely.
-            let _ = probe.metadata();
-            probe
-                .set_modified(SystemTime::now())
-                .map_err(|e| io_err(format!("touching {}", path.display()), e))?;
-            let m = probe
-                .metadata()
-                .map_err(|e| io_err(format!("stat {}", path.display()), e))?;
-            if (m.ctime(), m.ctime_nsec()) > newest {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_micros(500));
+/// Up to 512 bytes of a regular file and its metadata; None if there is no regular file.
+fn small_file(path: &Path) -> Result<Option<(fs::Metadata, Vec<u8>)>> {
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        // A symlink (ELOOP) or something else no writer of reservations makes: not a file.
+        Err(_) => return Ok(None),
+    };
+    let m = f
+        .metadata()
+        .map_err(|e| io_err(format!("stat {}", path.display()), e))?;
+    if !m.is_file() {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; 512];
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
         }
     }
+    buf.truncate(len);
+    Ok(Some((m, buf)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "~".into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn mkdir(path: &Path, recursive: bool) -> Result<()> {

@@ -144,8 +144,9 @@ fn changes_behind_our_back_are_noticed_at_once() {
     for i in 0..100u32 {
         let addr = format!("10.1.1.{}", i % 200 + 1);
         let theirs = Owner::new(&format!("u{i}"), "eth0");
-        // Upstream's Reserve: O_EXCL create, then write.
+        // Upstream's Reserve: O_EXCL create, write, then last_reserved_ip in place.
         fs::write(net(&data).join(&addr), theirs.to_bytes()).unwrap();
+        fs::write(net(&data).join("last_reserved_ip.0"), &addr).unwrap();
         let mut s = open(&data);
         assert_eq!(s.owned(&theirs).unwrap(), [ip(&addr)], "round {i}");
         assert_eq!(s.rebuilds(), 1);
@@ -157,6 +158,139 @@ fn changes_behind_our_back_are_noticed_at_once() {
         assert_eq!(s.rebuilds(), 1);
         s.close().unwrap();
     }
+}
+
+/// Makes the marker say what it would if the changes made since it was written had all landed
+/// in the clock tick of our last change: the dirs' (dev, inode, ctime) lines are replaced by
+/// their current values, the rest (last_reserved_ip and the reservation it names) stays as
+/// recorded. Returns the crafted marker.
+fn as_if_same_tick(data: &TempDir) -> String {
+    let path = net(data).join(META_DIR).join("marker");
+    let recorded = fs::read_to_string(&path).unwrap();
+    let s = open(data);
+    let now = s.marker().unwrap();
+    drop(s);
+    let mut crafted: Vec<&str> = now.lines().take(3).collect();
+    crafted.extend(recorded.lines().skip(3));
+    let crafted = crafted.join("\n") + "\n";
+    fs::write(&path, &crafted).unwrap();
+    crafted
+}
+
+/// Our ADD of one address, as `ipam::add` does it.
+fn our_add(data: &TempDir, o: &Owner, addr: &str) {
+    let mut s = open(data);
+    s.ensure_index().unwrap();
+    assert!(s.reserve(ip(addr), o).unwrap());
+    s.set_last_reserved(0, ip(addr)).unwrap();
+    s.set_owned(o, &[ip(addr)]).unwrap();
+    s.close().unwrap();
+}
+
+/// Upstream's Reserve: O_EXCL create and write the reservation, then rewrite
+/// last_reserved_ip.<set> in place (os.WriteFile).
+fn upstream_reserve(data: &TempDir, o: &Owner, addr: &str) {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(net(data).join(addr))
+        .unwrap()
+        .write_all(&o.to_bytes())
+        .unwrap();
+    fs::write(net(data).join("last_reserved_ip.0"), addr).unwrap();
+}
+
+/// The crafted marker's dir lines match, so only the last_reserved_ip part can tell.
+#[test]
+fn same_tick_marker_crafting_alone_keeps_the_index_trusted() {
+    let data = temp_dir("rhl-store");
+    let mine = Owner::new("mine", "eth0");
+    our_add(&data, &mine, "10.1.0.2");
+    // Nothing changed since: a crafted marker is the recorded one and is trusted.
+    let recorded = fs::read_to_string(net(&data).join(META_DIR).join("marker")).unwrap();
+    assert_eq!(as_if_same_tick(&data), recorded);
+    let mut s = open(&data);
+    assert_eq!(s.owned(&mine).unwrap(), [ip("10.1.0.2")]);
+    assert_eq!(s.rebuilds(), 0);
+}
+
+/// Upstream ADDs in the clock tick of our last change: the network dir's ctime stays as
+/// recorded, last_reserved_ip.0 does not.
+#[test]
+fn same_tick_foreign_add_is_noticed() {
+    let data = temp_dir("rhl-store");
+    let mine = Owner::new("mine", "eth0");
+    our_add(&data, &mine, "10.1.0.2");
+    let theirs = Owner::new("theirs", "eth0");
+    upstream_reserve(&data, &theirs, "10.1.0.3");
+    as_if_same_tick(&data);
+    let mut s = open(&data);
+    assert_eq!(s.owned(&theirs).unwrap(), [ip("10.1.0.3")]);
+    assert_eq!(s.rebuilds(), 1, "the foreign reservation was noticed");
+    assert_eq!(s.owned(&mine).unwrap(), [ip("10.1.0.2")]);
+    s.close().unwrap();
+    // Upstream ADD with a requested address, round-robin not involved; several in a row.
+    for (i, addr) in ["10.1.0.200", "10.1.0.7", "10.1.0.100"].iter().enumerate() {
+        let other = Owner::new(&format!("req{i}"), "eth0");
+        upstream_reserve(&data, &other, addr);
+        as_if_same_tick(&data);
+        let mut s = open(&data);
+        assert_eq!(s.owned(&other).unwrap(), [ip(addr)], "{addr}");
+        assert_eq!(s.rebuilds(), 1);
+        s.close().unwrap();
+    }
+}
+
+/// In one tick upstream releases the last reserved address and hands it out again (requested
+/// address): last_reserved_ip.0 is unchanged, the reservation it names is not.
+#[test]
+fn same_tick_release_and_retake_of_the_last_address_is_noticed() {
+    let data = temp_dir("rhl-store");
+    let mine = Owner::new("mine", "eth0");
+    our_add(&data, &mine, "10.1.0.2");
+    fs::remove_file(net(&data).join("10.1.0.2")).unwrap();
+    let theirs = Owner::new("theirs", "eth0");
+    upstream_reserve(&data, &theirs, "10.1.0.2");
+    as_if_same_tick(&data);
+    let mut s = open(&data);
+    assert_eq!(s.owned(&theirs).unwrap(), [ip("10.1.0.2")]);
+    assert_eq!(s.rebuilds(), 1);
+    assert!(s.owned(&mine).unwrap().is_empty());
+    s.close().unwrap();
+    // The same with an owner whose reservation file has the same length.
+    fs::remove_file(net(&data).join("10.1.0.2")).unwrap();
+    let twin = Owner::new("thairs", "eth0");
+    upstream_reserve(&data, &twin, "10.1.0.2");
+    as_if_same_tick(&data);
+    let mut s = open(&data);
+    assert_eq!(s.owned(&twin).unwrap(), [ip("10.1.0.2")]);
+    assert_eq!(s.rebuilds(), 1);
+}
+
+/// Upstream DELs in the tick of our last change: nothing tells (upstream's release writes
+/// nothing else), so the index is trusted, and its entry is verified away on use.
+#[test]
+fn same_tick_foreign_release_is_harmless() {
+    let data = temp_dir("rhl-store");
+    let gone = Owner::new("gone", "eth0");
+    let mine = Owner::new("mine", "eth0");
+    our_add(&data, &gone, "10.1.0.2");
+    our_add(&data, &mine, "10.1.0.3");
+    fs::remove_file(net(&data).join("10.1.0.2")).unwrap();
+    as_if_same_tick(&data);
+    let mut s = open(&data);
+    assert!(s.owned(&gone).unwrap().is_empty(), "verified away");
+    assert_eq!(s.rebuilds(), 0, "nothing told, and nothing needed to");
+    assert_eq!(s.owned(&mine).unwrap(), [ip("10.1.0.3")]);
+    // The address can be taken again, and the index follows.
+    let next = Owner::new("next", "eth0");
+    assert!(s.reserve(ip("10.1.0.2"), &next).unwrap());
+    s.set_owned(&next, &[ip("10.1.0.2")]).unwrap();
+    s.close().unwrap();
+    let mut s = open(&data);
+    assert_eq!(s.owned(&next).unwrap(), [ip("10.1.0.2")]);
+    assert!(s.owned(&gone).unwrap().is_empty());
+    assert_eq!(s.rebuilds(), 0);
 }
 
 #[test]
