@@ -14,7 +14,7 @@ use cni_types::error::{CniError, NETLINK_FAILURE};
 use cni_types::netns::NetNs;
 
 pub use addr::Address;
-pub use link::{format_mac, parse_mac, Link, VethSpec};
+pub use link::{format_mac, parse_mac, Link, LinkId, VethSpec};
 pub use port::{BridgeSpec, PortVlan};
 pub use route::{
     describe as describe_route, RouteSpec, IP6_RT_PRIO_USER, RTN_UNICAST, RT_TABLE_MAIN,

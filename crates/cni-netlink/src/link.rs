@@ -25,6 +25,50 @@ pub struct Link {
     pub promisc: bool,
 }
 
+/// A link named by index or by name: requests by name save a lookup when only the name is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkId<'a> {
+    Index(u32),
+    Name(&'a str),
+}
+
+impl From<u32> for LinkId<'_> {
+    fn from(index: u32) -> Self {
+        LinkId::Index(index)
+    }
+}
+
+impl<'a> From<&'a str> for LinkId<'a> {
+    fn from(name: &'a str) -> Self {
+        LinkId::Name(name)
+    }
+}
+
+impl<'a> From<&'a String> for LinkId<'a> {
+    fn from(name: &'a String) -> Self {
+        LinkId::Name(name)
+    }
+}
+
+impl std::fmt::Display for LinkId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkId::Index(i) => write!(f, "link #{i}"),
+            LinkId::Name(n) => write!(f, "link {n}"),
+        }
+    }
+}
+
+impl LinkId<'_> {
+    /// An empty request message addressed to this link.
+    pub(crate) fn message(self) -> LinkMessageBuilder<LinkUnspec> {
+        match self {
+            LinkId::Index(i) => LinkUnspec::new_with_index(i),
+            LinkId::Name(n) => LinkUnspec::new_with_name(n),
+        }
+    }
+}
+
 impl Link {
     pub(crate) fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
@@ -179,14 +223,15 @@ impl Netlink {
         Ok(l)
     }
 
-    pub async fn set_up(&self, index: u32) -> Result<()> {
-        let m = LinkUnspec::new_with_index(index).up().build();
+    pub async fn set_up<'a>(&self, link: impl Into<LinkId<'a>>) -> Result<()> {
+        let link = link.into();
+        let m = link.message().up().build();
         self.handle
             .link()
             .set(m)
             .execute()
             .await
-            .map_err(|e| nl_err(format!("bringing link #{index} up"), e))
+            .map_err(|e| nl_err(format!("bringing {link} up"), e))
     }
 
     pub async fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
@@ -241,18 +286,26 @@ impl Netlink {
         self.handle.link().add(host.build()).execute().await
     }
 
-    /// Deletes a link; a link already gone is success (DEL is idempotent).
-    pub async fn delete_link(&self, index: u32) -> Result<()> {
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(nl_err(format!("deleting link #{index}"), e)),
+    /// Deletes a link in one request; returns false if it was already gone (DEL is idempotent).
+    pub async fn delete_link<'a>(&self, link: impl Into<LinkId<'a>>) -> Result<bool> {
+        let link = link.into();
+        let m = link.message().build();
+        match self.handle.link().del_with_message(m).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(nl_err(format!("deleting {link}"), e)),
         }
     }
 
     /// Sets bridge-port options (hairpin, isolation, learning, ...) on a port of a bridge.
-    pub async fn set_bridge_port(&self, index: u32, options: Vec<InfoBridgePort>) -> Result<()> {
-        let m = LinkUnspec::new_with_index(index)
+    pub async fn set_bridge_port<'a>(
+        &self,
+        link: impl Into<LinkId<'a>>,
+        options: Vec<InfoBridgePort>,
+    ) -> Result<()> {
+        let link = link.into();
+        let m = link
+            .message()
             .set_port_kind(InfoPortKind::Bridge)
             .set_port_data(InfoPortData::BridgePort(options))
             .build();
@@ -261,7 +314,7 @@ impl Netlink {
             .set_port(m)
             .execute()
             .await
-            .map_err(|e| nl_err(format!("setting bridge port options on link #{index}"), e))
+            .map_err(|e| nl_err(format!("setting bridge port options on {link}"), e))
     }
 }
 

@@ -3,8 +3,8 @@
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    AfSpecBridge, BridgeVlanInfoFlags, InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute,
-    LinkExtentMask, LinkMessage,
+    AfSpecBridge, BridgeVlanInfoFlags, InfoBridgePort, InfoPortData, LinkAttribute, LinkExtentMask,
+    LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -103,27 +103,6 @@ impl Netlink {
         Ok((link, created))
     }
 
-    /// Deletes the link named `name` in one request; returns false if there was none.
-    pub async fn delete_link_by_name(&self, name: &str) -> Result<bool> {
-        let m = LinkUnspec::new_with_name(name).build();
-        match self.handle.link().del_with_message(m).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(nl_err(format!("deleting link {name}"), e)),
-        }
-    }
-
-    /// Brings the link named `name` up without looking up its index first.
-    pub async fn set_up_by_name(&self, name: &str) -> Result<()> {
-        let m = LinkUnspec::new_with_name(name).up().build();
-        self.handle
-            .link()
-            .set(m)
-            .execute()
-            .await
-            .map_err(|e| nl_err(format!("bringing link {name} up"), e))
-    }
-
     /// Sets the MAC of link `index`. Setting a bridge's own MAC again marks it as set, so it
     /// stops following the lowest MAC among its ports.
     pub async fn set_mac(&self, index: u32, mac: &[u8]) -> Result<()> {
@@ -150,24 +129,6 @@ impl Netlink {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(nl_err(format!("looking up link #{index}"), e)),
         }
-    }
-
-    /// Sets bridge-port options on the port named `name` (no index needed).
-    pub async fn set_bridge_port_by_name(
-        &self,
-        name: &str,
-        options: Vec<InfoBridgePort>,
-    ) -> Result<()> {
-        let m = LinkUnspec::new_with_name(name)
-            .set_port_kind(InfoPortKind::Bridge)
-            .set_port_data(InfoPortData::BridgePort(options))
-            .build();
-        self.handle
-            .link()
-            .set_port(m)
-            .execute()
-            .await
-            .map_err(|e| nl_err(format!("setting bridge port options on {name}"), e))
     }
 
     /// The bridge-port options of link `index` as the kernel reports them (hairpin, isolated,

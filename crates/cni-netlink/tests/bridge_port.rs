@@ -57,7 +57,7 @@ fn bridge_with_fixed_mac_ports_and_fdb() {
         assert_eq!(br_now.mac, mac);
         host.set_mac(br.index, &mac).await.unwrap();
 
-        host.set_bridge_port_by_name(
+        host.set_bridge_port(
             "vethp0",
             vec![
                 InfoBridgePort::HairpinMode(true),
@@ -97,13 +97,13 @@ fn bridge_with_fixed_mac_ports_and_fdb() {
         assert_eq!(forwarding, "0");
         let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
         assert!(!eth0.up);
-        inside.set_up_by_name("eth0").await.unwrap();
+        inside.set_up("eth0").await.unwrap();
         assert!(inside.link_by_name("eth0").await.unwrap().unwrap().up);
         assert_eq!(inside.link_peer(eth0.index).await.unwrap(), Some(hv.index));
         assert_eq!(host.link_peer(hv.index).await.unwrap(), Some(eth0.index));
 
-        assert!(host.delete_link_by_name("vethp0").await.unwrap());
-        assert!(!host.delete_link_by_name("vethp0").await.unwrap());
+        assert!(host.delete_link("vethp0").await.unwrap());
+        assert!(!host.delete_link("vethp0").await.unwrap());
         assert!(inside.link_by_name("eth0").await.unwrap().is_none());
     });
     assert!(pod.link("eth0").is_none());

@@ -74,7 +74,7 @@ struct Undo {
 impl Undo {
     async fn run(&self, node: &Netlink, call: &Call, conf: &BridgeConf) {
         if let Some(name) = &self.host_veth {
-            if let Err(e) = node.delete_link_by_name(name).await {
+            if let Err(e) = node.delete_link(name).await {
                 call.logger.debug(format!("undo: deleting {name}: {e}"));
             }
         }
@@ -383,7 +383,7 @@ async fn create_veth(
     }
     call.logger
         .debug(format!("removing stale host veth {host} of an earlier ADD"));
-    node.delete_link_by_name(host).await?;
+    node.delete_link(host).await?;
     node.create_veth_with_host_mac(&spec, Some(host_mac))
         .await
         .map_err(|e| cni_netlink::nl_err(describe(), e))
@@ -420,7 +420,7 @@ async fn pod_link_up(
         if conf.disable_container_interface {
             Ok(())
         } else {
-            pod.set_up_by_name(&call.ifname).await
+            pod.set_up(&call.ifname).await
         }
     };
     let index = async {
@@ -456,7 +456,7 @@ async fn configure_port(
         options.push(InfoBridgePort::Locked(true));
     }
     if !options.is_empty() {
-        node.set_bridge_port_by_name(host, options).await?;
+        node.set_bridge_port(host, options).await?;
     }
     if conf.vlan == 0 && conf.vlan_trunk.is_empty() && !conf.mac_spoof_check {
         return Ok(());
@@ -756,7 +756,7 @@ async fn ensure_vlan_gateway(node: &Netlink, bridge: &Link, conf: &BridgeConf) -
             ))
         }
     }
-    node.set_up_by_name(&name).await?;
+    node.set_up(&name).await?;
     node.link_by_name(&name).await?.ok_or_else(|| {
         CniError::new(
             NETLINK_FAILURE,

@@ -40,7 +40,7 @@ pub fn del(call: &Call) -> Result<()> {
 async fn remove_links(call: &Call) -> Result<()> {
     let node = Netlink::open(None)?;
     let host = names::host_veth(&call.container_id, &call.ifname);
-    if node.delete_link_by_name(&host).await? {
+    if node.delete_link(&host).await? {
         return Ok(());
     }
     // Not found under our name: already gone, or made by upstream bridge (random host name)
