@@ -47,7 +47,7 @@ impl Netlink {
         let rt = tokio::runtime::Handle::current();
         let (opened, out) = ns.run(move || {
             let _guard = rt.enter();
-            (rtnetlink::new_connection(), work())
+            (rtnetlink::new_connection_with_strict_check(), work())
         })?;
         let (connection, handle, _) = opened.map_err(|e| {
             CniError::io(format!(
