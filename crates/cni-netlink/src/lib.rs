@@ -44,18 +44,7 @@ impl Netlink {
         T: Send,
         F: FnOnce() -> T + Send,
     {
-        let rt = tokio::runtime::Handle::current();
-        let (opened, out) = ns.run(move || {
-            let _guard = rt.enter();
-            (rtnetlink::new_connection_with_strict_check(), work())
-        })?;
-        let (connection, handle, _) = opened.map_err(|e| {
-            CniError::io(format!(
-                "cannot open a netlink socket in {}: {e}",
-                ns.path().display()
-            ))
-        })?;
-        tokio::spawn(connection);
+        let (handle, out) = cni_types::netns::netlink_handle_with(ns, work)?;
         Ok((Netlink { handle }, out))
     }
 

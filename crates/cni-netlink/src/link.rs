@@ -3,12 +3,12 @@ use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
     LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use cni_types::netns::NetNs;
 use cni_types::Result;
 
-use crate::{is_exists, is_not_found, nl_err, raw_fd, Netlink};
+use crate::{is_not_found, nl_err, raw_fd, Netlink};
 
 /// What we need to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +138,8 @@ pub struct VethSpec<'a> {
     pub host_name: &'a str,
     pub host_master: Option<u32>,
     pub host_up: bool,
+    /// Chosen by the caller, so it knows both MACs without reading them back.
+    pub host_mac: Option<[u8; 6]>,
     pub peer_name: &'a str,
     pub peer_ns: &'a NetNs,
     pub peer_mac: Option<[u8; 6]>,
@@ -175,38 +177,6 @@ impl Netlink {
             .await
             .map_err(|e| nl_err("listing links", e))?;
         Ok(msgs.iter().map(Link::from_message).collect())
-    }
-
-    /// Creates bridge `name` (up) unless it exists; safe when many ADDs race to create it:
-    /// whoever loses the race gets EEXIST and uses the winner's bridge.
-    pub async fn ensure_bridge(
-        &self,
-        name: &str,
-        mtu: Option<u32>,
-        vlan_filtering: bool,
-    ) -> Result<Link> {
-        if let Some(l) = self.link_by_name(name).await? {
-            return self.existing_bridge(l).await;
-        }
-        let mut b = LinkBridge::new(name);
-        if let Some(mtu) = mtu {
-            b = b.mtu(mtu);
-        }
-        if vlan_filtering {
-            b = b.vlan_filtering(true);
-        }
-        match self.handle.link().add(b.build()).execute().await {
-            Ok(()) => {}
-            Err(e) if is_exists(&e) => {}
-            Err(e) => return Err(nl_err(format!("creating bridge {name}"), e)),
-        }
-        let l = self.link_by_name(name).await?.ok_or_else(|| {
-            cni_types::CniError::new(
-                cni_types::error::NETLINK_FAILURE,
-                format!("bridge {name} vanished right after it was created"),
-            )
-        })?;
-        self.existing_bridge(l).await
     }
 
     pub(crate) async fn existing_bridge(&self, l: Link) -> Result<Link> {
@@ -249,16 +219,6 @@ impl Netlink {
         &self,
         spec: &VethSpec<'_>,
     ) -> std::result::Result<(), rtnetlink::Error> {
-        self.create_veth_with_host_mac(spec, None).await
-    }
-
-    /// Like [`Netlink::create_veth`], giving the host end MAC `host_mac` too, so the caller
-    /// knows both MACs without reading them back.
-    pub async fn create_veth_with_host_mac(
-        &self,
-        spec: &VethSpec<'_>,
-        host_mac: Option<[u8; 6]>,
-    ) -> std::result::Result<(), rtnetlink::Error> {
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(spec.peer_name.to_string())
             .setns_by_fd(raw_fd(spec.peer_ns));
@@ -277,7 +237,7 @@ impl Netlink {
         if let Some(master) = spec.host_master {
             host = host.controller(master);
         }
-        if let Some(mac) = host_mac {
+        if let Some(mac) = spec.host_mac {
             host = host.address(mac.to_vec());
         }
         if spec.host_up {

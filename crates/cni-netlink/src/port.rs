@@ -46,8 +46,9 @@ pub struct PortVlan {
 impl Netlink {
     /// Creates bridge `spec.name` up (with its MAC, MTU, VLAN filtering and promiscuous mode in
     /// the one creation request) unless it exists, and returns it with whether this call created
-    /// it. Race safe like [`Netlink::ensure_bridge`]. An existing bridge is brought up and made
-    /// promiscuous if asked; its other attributes are left as they are.
+    /// it. Race safe: whoever loses a creation race gets EEXIST and uses the winner's bridge.
+    /// An existing bridge is brought up and made promiscuous if asked; its other attributes are
+    /// left as they are.
     pub async fn ensure_bridge_with(&self, spec: &BridgeSpec<'_>) -> Result<(Link, bool)> {
         let mut created = false;
         let link = match self.link_by_name(spec.name).await? {

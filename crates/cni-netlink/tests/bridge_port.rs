@@ -42,14 +42,13 @@ fn bridge_with_fixed_mac_ports_and_fdb() {
             host_name: "vethp0",
             host_master: Some(br.index),
             host_up: true,
+            host_mac: Some([0x02, 0, 0, 0, 0, 0x01]),
             peer_name: "eth0",
             peer_ns: &pod_ns,
             peer_mac: Some([0x02, 0, 0, 0, 0, 0x05]),
             mtu: None,
         };
-        host.create_veth_with_host_mac(&veth, Some([0x02, 0, 0, 0, 0, 0x01]))
-            .await
-            .unwrap();
+        host.create_veth(&veth).await.unwrap();
         let hv = host.link_by_name("vethp0").await.unwrap().unwrap();
         assert_eq!(hv.mac_string(), "02:00:00:00:00:01");
         // The bridge keeps its set MAC although its port's is lower.

@@ -1,6 +1,6 @@
 //! The helpers against a real kernel, inside namespaces of the test's own.
 
-use cni_netlink::{Netlink, RouteSpec, VethSpec};
+use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
 use cni_testkit::Netns;
 use cni_types::netns::NetNs;
 
@@ -20,10 +20,15 @@ fn bridge_veth_into_pod_addresses_and_routes() {
     let pod_ns = NetNs::open(&pod.path()).unwrap();
     rt().block_on(async {
         let host = Netlink::open(Some(&node_ns)).unwrap();
-        let br = host.ensure_bridge("cni0", Some(1400), false).await.unwrap();
+        let spec = BridgeSpec {
+            name: "cni0",
+            mtu: Some(1400),
+            ..Default::default()
+        };
+        let (br, _) = host.ensure_bridge_with(&spec).await.unwrap();
         // A second ensure finds the same bridge.
         assert_eq!(
-            host.ensure_bridge("cni0", None, false).await.unwrap().index,
+            host.ensure_bridge_with(&spec).await.unwrap().0.index,
             br.index
         );
         host.add_address(br.index, "10.22.0.1/24".parse().unwrap(), false)
@@ -37,6 +42,7 @@ fn bridge_veth_into_pod_addresses_and_routes() {
             host_name: "vethtest0",
             host_master: Some(br.index),
             host_up: true,
+            host_mac: None,
             peer_name: "eth0",
             peer_ns: &pod_ns,
             peer_mac: Some([0x0a, 0x58, 0x0a, 0x16, 0, 5]),

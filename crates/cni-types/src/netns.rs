@@ -95,20 +95,34 @@ impl NetNs {
 /// within a tokio runtime, which drives the connection.
 #[cfg(feature = "netlink")]
 pub fn netlink_handle(ns: Option<&NetNs>) -> Result<rtnetlink::Handle> {
+    match ns {
+        None => connect(),
+        Some(ns) => netlink_handle_with(ns, || ()).map(|(handle, ())| handle),
+    }
+}
+
+/// Like [`netlink_handle`] in `ns`, also running `work` on the thread that entered it (e.g. that
+/// namespace's sysctls), which saves a second thread and setns.
+#[cfg(feature = "netlink")]
+pub fn netlink_handle_with<T, F>(ns: &NetNs, work: F) -> Result<(rtnetlink::Handle, T)>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
     let rt = tokio::runtime::Handle::current();
-    // Strict checking makes the kernel filter dumps by the request's header (e.g. the addresses
-    // of one link) instead of sending every object of the namespace: per-call cost stays flat
-    // with a thousand pods' veths on the node.
-    let open = move || {
+    ns.run(move || {
         let _guard = rt.enter();
-        rtnetlink::new_connection_with_strict_check()
-    };
-    let opened = match ns {
-        None => open(),
-        Some(ns) => ns.run(open)?,
-    };
-    let (connection, handle, _) =
-        opened.map_err(|e| CniError::io(format!("cannot open a netlink socket: {e}")))?;
+        connect().map(|handle| (handle, work()))
+    })?
+}
+
+/// Opens the socket in the calling thread's namespace and spawns its connection. Strict checking
+/// makes the kernel filter dumps by the request's header (e.g. the addresses of one link) instead
+/// of sending every object of the namespace: per-call cost stays flat with a thousand veths.
+#[cfg(feature = "netlink")]
+fn connect() -> Result<rtnetlink::Handle> {
+    let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()
+        .map_err(|e| CniError::io(format!("cannot open a netlink socket: {e}")))?;
     tokio::spawn(connection);
     Ok(handle)
 }

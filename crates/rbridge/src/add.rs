@@ -348,6 +348,7 @@ async fn create_veth(
         host_name: host,
         host_master: Some(bridge.index),
         host_up: true,
+        host_mac: Some(host_mac),
         peer_name: &call.ifname,
         peer_ns: pod_ns,
         peer_mac: Some(cont_mac),
@@ -361,7 +362,7 @@ async fn create_veth(
             pod_ns.path().display()
         )
     };
-    match node.create_veth_with_host_mac(&spec, Some(host_mac)).await {
+    match node.create_veth(&spec).await {
         Ok(()) => return Ok(()),
         Err(e) if cni_netlink::is_exists(&e) => {}
         Err(e) => return Err(cni_netlink::nl_err(describe(), e)),
@@ -384,7 +385,7 @@ async fn create_veth(
     call.logger
         .debug(format!("removing stale host veth {host} of an earlier ADD"));
     node.delete_link(host).await?;
-    node.create_veth_with_host_mac(&spec, Some(host_mac))
+    node.create_veth(&spec)
         .await
         .map_err(|e| cni_netlink::nl_err(describe(), e))
 }
@@ -733,6 +734,7 @@ async fn ensure_vlan_gateway(node: &Netlink, bridge: &Link, conf: &BridgeConf) -
         host_name: &host,
         host_master: Some(bridge.index),
         host_up: true,
+        host_mac: None,
         peer_name: &name,
         peer_ns: &node_ns,
         peer_mac: None,

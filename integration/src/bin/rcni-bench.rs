@@ -263,7 +263,7 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 /// the peer created in the pod, on the bridge, up; address, link up and default route in the pod;
 /// then deleting the host veth. Masquerade is left out: see the README.
 fn floor(runs: usize) -> (f64, f64) {
-    use cni_netlink::{Netlink, RouteSpec, VethSpec};
+    use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
     use cni_types::netns::NetNs;
     let node = Netns::new("bfloor");
     let node_ns = NetNs::open(&node.path()).unwrap();
@@ -274,7 +274,14 @@ fn floor(runs: usize) -> (f64, f64) {
         .unwrap();
     rt.block_on(async {
         let host = Netlink::open(Some(&node_ns)).unwrap();
-        let br = host.ensure_bridge("cni0", None, false).await.unwrap();
+        // As rbridge makes it (IPv6 DAD off, fixed MAC), so the floor does the same kernel work.
+        let spec = BridgeSpec {
+            name: "cni0",
+            mac: Some([0x02, 0, 0, 0, 0, 0x01]),
+            no_dad: true,
+            ..Default::default()
+        };
+        let (br, _) = host.ensure_bridge_with(&spec).await.unwrap();
         host.add_address(br.index, "10.128.0.1/16".parse().unwrap(), false)
             .await
             .unwrap();
@@ -287,6 +294,7 @@ fn floor(runs: usize) -> (f64, f64) {
                 host_name: &name,
                 host_master: Some(br.index),
                 host_up: true,
+                host_mac: None,
                 peer_name: "eth0",
                 peer_ns: &pod_ns,
                 peer_mac: Some([0x0a, 0x58, 0, 0, (i >> 8) as u8, i as u8]),
