@@ -43,6 +43,8 @@ pub const ADDRESS_POOL_EXHAUSTED: u32 = 104;
 pub const FIREWALL_FAILURE: u32 = 105;
 /// A requested address is held by another attachment (or this one holds a different one).
 pub const ADDRESS_IN_USE: u32 = 106;
+/// A bug in the plugin (it panicked); libcni's `ErrInternal`.
+pub const INTERNAL: u32 = 999;
 
 /// An error as the spec defines it. `msg` says what went wrong and what to fix; `details` may
 /// carry the underlying cause.

@@ -195,24 +195,97 @@ pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
     if std::env::var_os("CNI_COMMAND").is_some_and(|v| !v.is_empty()) {
         run_cni(plugin, info)
     }
-    let _ = cli(info).get_matches();
+    let cli = Cli {
+        info,
+        subcommands: &[],
+    };
+    cli.parse(std::env::args().skip(1));
     eprintln!("{}", info.about_line());
     std::process::exit(0)
 }
 
-/// The clap command every plugin shares (`--help`, `--version`); plugins may add subcommands.
-pub fn cli(info: &PluginInfo) -> clap::Command {
-    clap::Command::new(info.name)
-        .version(info.version)
-        .about(info.about)
-        .after_help(format!(
-            "Run by a container runtime with CNI_COMMAND set and the network config on stdin.\nCNI spec versions: {}",
+/// A subcommand a plugin offers besides the CNI protocol (e.g. `rroutes sync`).
+pub struct Subcommand<'a> {
+    pub name: &'a str,
+    /// Its arguments, as shown in the usage line (e.g. `--conflist FILE`).
+    pub args: &'a str,
+    pub about: &'a str,
+}
+
+/// A plugin's command line outside CNI calls: `--help`, `--version` and its subcommands. Hand
+/// written rather than clap: a plugin's binary is mapped on every CNI call, and clap was a
+/// tenth of it.
+pub struct Cli<'a> {
+    pub info: &'a PluginInfo,
+    pub subcommands: &'a [Subcommand<'a>],
+}
+
+impl Cli<'_> {
+    pub fn help(&self) -> String {
+        let mut h = format!(
+            "{}\n\nUsage: {} [--help | --version]\n",
+            self.info.about, self.info.name
+        );
+        for s in self.subcommands {
+            h += &format!(
+                "       {} {} {}\n           {}\n",
+                self.info.name, s.name, s.args, s.about
+            );
+        }
+        h += &format!(
+            "\nRun by a container runtime with CNI_COMMAND set and the network config on stdin.\nCNI spec versions: {}\n",
             crate::version::supported_list()
-        ))
+        );
+        h
+    }
+
+    /// Handles `--help` and `--version` (exiting), refuses unknown arguments (exit 2), and
+    /// returns the subcommand named with its arguments, or None when no argument was given.
+    pub fn parse(&self, mut args: impl Iterator<Item = String>) -> Option<(String, Vec<String>)> {
+        let first = args.next()?;
+        match first.as_str() {
+            "-h" | "--help" | "help" => {
+                print!("{}", self.help());
+                std::process::exit(0)
+            }
+            "-V" | "--version" => {
+                println!("{} {}", self.info.name, self.info.version);
+                std::process::exit(0)
+            }
+            name if self.subcommands.iter().any(|s| s.name == name) => {
+                Some((first, args.collect()))
+            }
+            other => {
+                eprintln!(
+                    "{}: unexpected argument {other:?}\n\n{}",
+                    self.info.name,
+                    self.help()
+                );
+                std::process::exit(2)
+            }
+        }
+    }
 }
 
 /// Serves one CNI call from the process's env and stdin, then exits.
 pub fn run_cni<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
+    // One malloc arena: a call's few helper threads would each touch a fresh one (RSS) to
+    // spare lock contention that a short-lived plugin never has.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // Release builds abort on panic: the runtime still gets an error result rather than none.
+    #[cfg(panic = "abort")]
+    std::panic::set_hook(Box::new(|panic| {
+        let e = CniError::new(
+            crate::error::INTERNAL,
+            format!("internal error (a bug in the plugin, please report it): {panic}"),
+        );
+        let v = CniError::fallback_version();
+        println!("{}", e.to_json(v.as_str()));
+        eprintln!("{panic}");
+    }));
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let outcome = match read {

@@ -1,4 +1,4 @@
-//! iptables backend (through the `iptables` crate, which passes `--wait` so concurrent callers
+//! iptables backend (the `iptables`/`ip6tables` commands with `--wait`, so concurrent callers
 //! queue on the xtables lock). Rules are keyed on the class's pod subnet, not on pod addresses,
 //! so they exist once per class; the state dir counts the attachments of each class, and only
 //! the first ADD and the last DEL of a class touch the rules:
@@ -30,7 +30,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE, PLUGIN_NOT_AVAILABLE};
-use iptables::IPTables;
 
 use crate::backend::{in_path, Backend, Plan};
 use crate::class::{BackendKind, Class};
@@ -49,16 +48,72 @@ fn cmd(v4: bool) -> &'static str {
     }
 }
 
-/// Built directly rather than with `iptables::new`, which runs `iptables --version` on every
-/// call; `-C` and `--wait` exist since 1.4.20 (2013). Not `is_numeric`: the crate then passes
-/// `-n` to `-S`, which iptables refuses. We never use `-L`, the one listing that resolves names.
-fn ipt(v4: bool) -> IPTables {
-    IPTables {
-        cmd: cmd(v4),
-        has_check: true,
-        has_wait: true,
-        is_numeric: false,
+type CmdResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The `iptables` (or `ip6tables`) command. Written here rather than taken from the `iptables`
+/// crate, which splits rules with a regex engine: that alone was a tenth of every plugin that
+/// links rmasq, and a plugin's binary is mapped into memory on each of its calls. Our rules hold
+/// no quoted or spaced words, so splitting on whitespace is exact. `-C` and `--wait` exist since
+/// iptables 1.4.20 (2013); we never use `-L`, the one listing that resolves names.
+struct IPTables {
+    cmd: &'static str,
+}
+
+impl IPTables {
+    fn run(&self, table: &str, args: &[&str], rule: &str) -> CmdResult<std::process::Output> {
+        Ok(std::process::Command::new(self.cmd)
+            .args(["-t", table])
+            .args(args)
+            .args(rule.split_whitespace())
+            .arg("--wait")
+            .output()?)
     }
+
+    fn ok(&self, table: &str, args: &[&str], rule: &str) -> CmdResult<()> {
+        let out = self.run(table, args, rule)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned().into())
+        }
+    }
+
+    /// Runs `command` (e.g. `-S CHAIN`) on `table`, whatever its exit.
+    fn execute(&self, table: &str, command: &str) -> CmdResult<std::process::Output> {
+        self.run(table, &[], command)
+    }
+
+    fn exists(&self, table: &str, chain: &str, rule: &str) -> CmdResult<bool> {
+        Ok(self.run(table, &["-C", chain], rule)?.status.success())
+    }
+
+    fn append(&self, table: &str, chain: &str, rule: &str) -> CmdResult<()> {
+        self.ok(table, &["-A", chain], rule)
+    }
+
+    fn insert(&self, table: &str, chain: &str, rule: &str, position: u32) -> CmdResult<()> {
+        self.ok(table, &["-I", chain, &position.to_string()], rule)
+    }
+
+    fn delete(&self, table: &str, chain: &str, rule: &str) -> CmdResult<()> {
+        self.ok(table, &["-D", chain], rule)
+    }
+
+    fn new_chain(&self, table: &str, chain: &str) -> CmdResult<()> {
+        self.ok(table, &["-N", chain], "")
+    }
+
+    fn flush_chain(&self, table: &str, chain: &str) -> CmdResult<()> {
+        self.ok(table, &["-F", chain], "")
+    }
+
+    fn delete_chain(&self, table: &str, chain: &str) -> CmdResult<()> {
+        self.ok(table, &["-X", chain], "")
+    }
+}
+
+fn ipt(v4: bool) -> IPTables {
+    IPTables { cmd: cmd(v4) }
 }
 
 /// The `-S` listing of `chain`, or None if the chain does not exist.

@@ -1,33 +1,40 @@
 use std::path::PathBuf;
 
-use clap::{Arg, Command};
-
-use cni_types::skel::{cli, run_cni};
+use cni_types::skel::{run_cni, Cli, Subcommand};
 use rroutes::{host, RRoutes, INFO};
+
+const SYNC: Subcommand = Subcommand {
+    name: "sync",
+    args: "--conflist FILE",
+    about: "Ensure the hostRoutes of a conflist's rroutes entry in this netns and remove the routes rroutes installed that it no longer lists",
+};
+
+/// The FILE of `sync --conflist FILE` (or `--conflist=FILE`).
+fn conflist_arg(args: &[String]) -> Result<PathBuf, String> {
+    match args {
+        [flag, file] if flag == "--conflist" => Ok(file.into()),
+        [arg] if arg.starts_with("--conflist=") => Ok(arg["--conflist=".len()..].into()),
+        _ => Err(format!("usage: rroutes sync {} (got {args:?})", SYNC.args)),
+    }
+}
 
 fn main() {
     if std::env::var_os("CNI_COMMAND").is_some_and(|v| !v.is_empty()) {
         run_cni(&RRoutes, &INFO)
     }
-    let matches = cli(&INFO)
-        .subcommand(
-            Command::new("sync")
-                .about("Ensure the hostRoutes of a conflist's rroutes entry in this netns and remove the routes rroutes installed that it no longer lists")
-                .arg(
-                    Arg::new("conflist")
-                        .long("conflist")
-                        .value_name("FILE")
-                        .required(true)
-                        .value_parser(clap::value_parser!(PathBuf)),
-                ),
-        )
-        .get_matches();
-    let Some(sync) = matches.subcommand_matches("sync") else {
+    let cli = Cli {
+        info: &INFO,
+        subcommands: &[SYNC],
+    };
+    let Some((_sync, args)) = cli.parse(std::env::args().skip(1)) else {
         eprintln!("{}", INFO.about_line());
         std::process::exit(0)
     };
-    let file = sync.get_one::<PathBuf>("conflist").expect("required");
-    match host::sync(file) {
+    let file = conflist_arg(&args).unwrap_or_else(|e| {
+        eprintln!("rroutes sync: {e}");
+        std::process::exit(2)
+    });
+    match host::sync(&file) {
         Ok(report) => {
             for r in &report.added {
                 println!("added {}", rroutes::conf::describe(r, ""));

@@ -2,23 +2,34 @@
 //! calls them (one process per plugin call, each chain in a node namespace of its own), plus the
 //! kernel's floor (the same kernel work from one running process). Prints one table with ratios.
 //!
-//!   rcni-bench [--runs N] [--storm N] [--scale 10,250,1000] [--quick]
+//!   rcni-bench [--runs N] [--storm N|0] [--scale 10,250,1000|none] [--quick]
+//!   rcni-bench --workload     (runs each verb of our plugins, measures nothing)
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use cni_testkit::Netns;
-use rcni_integration::chain::Runtime;
+use rcni_integration::chain::{Exec, Runtime};
 use serde_json::{json, Value};
 
 struct Args {
+    /// Only run every verb of our plugins a few times (for `scripts/layout`), measure nothing.
+    workload: bool,
     runs: usize,
     storm: usize,
     scale: Vec<usize>,
 }
 
+impl Args {
+    fn storm(&self) -> bool {
+        self.storm > 0
+    }
+}
+
 fn parse_args() -> Args {
     let mut a = Args {
+        workload: false,
         runs: 40,
         storm: 110,
         scale: vec![10, 250, 1000],
@@ -30,7 +41,18 @@ fn parse_args() -> Args {
         match argv[i].as_str() {
             "--runs" => a.runs = next().parse().expect("--runs N"),
             "--storm" => a.storm = next().parse().expect("--storm N"),
-            "--scale" => a.scale = next().split(',').map(|s| s.parse().expect("--scale A,B,C")).collect(),
+            "--scale" => {
+                a.scale = next()
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "none")
+                    .map(|s| s.parse().expect("--scale A,B,C or none"))
+                    .collect()
+            }
+            "--workload" => {
+                a.workload = true;
+                i += 1;
+                continue;
+            }
             "--quick" => {
                 a.runs = 10;
                 a.storm = 30;
@@ -38,7 +60,7 @@ fn parse_args() -> Args {
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--storm N] [--scale A,B] [--quick]"),
+            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--storm N|0] [--scale A,B|none] [--quick]"),
         }
         i += 2;
     }
@@ -113,17 +135,16 @@ impl Bench {
             .collect()
     }
 
-    fn add(&self, ns: Netns, id: String) -> (Pod, Duration, i64) {
+    fn add(&self, ns: Netns, id: String) -> (Pod, Duration, Vec<Exec>) {
         let started = Instant::now();
         let (result, execs) = self
             .rt
             .add(&self.list, &id, &ns.path().display().to_string(), "eth0")
             .unwrap_or_else(|e| panic!("ADD: {e}"));
-        let rss = execs.iter().map(|e| e.max_rss_kib).max().unwrap_or(0);
-        (Pod { ns, id, result }, started.elapsed(), rss)
+        (Pod { ns, id, result }, started.elapsed(), execs)
     }
 
-    fn del(&self, pod: &Pod) -> (Duration, i64) {
+    fn del(&self, pod: &Pod) -> (Duration, Vec<Exec>) {
         let started = Instant::now();
         let execs = self
             .rt
@@ -135,10 +156,15 @@ impl Bench {
                 Some(&pod.result),
             )
             .unwrap_or_else(|e| panic!("DEL: {e}"));
-        (
-            started.elapsed(),
-            execs.iter().map(|e| e.max_rss_kib).max().unwrap_or(0),
-        )
+        (started.elapsed(), execs)
+    }
+}
+
+/// Highest peak RSS per executable over the processes of some calls.
+fn peaks(into: &mut BTreeMap<String, u64>, execs: &[Exec]) {
+    for p in execs.iter().flat_map(|e| &e.procs) {
+        let v = into.entry(p.name.clone()).or_default();
+        *v = (*v).max(p.peak_kib);
     }
 }
 
@@ -161,25 +187,32 @@ struct Single {
     add_p99: f64,
     del_med: f64,
     del_p99: f64,
-    add_rss: i64,
-    del_rss: i64,
+    /// Peak RSS (KiB) per executable, ADD and DEL, from traced calls.
+    add_rss: BTreeMap<String, u64>,
+    del_rss: BTreeMap<String, u64>,
 }
 
 fn single(which: Which, runs: usize) -> Single {
     let mut b = Bench::new(which);
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
-    let (mut add_rss, mut del_rss) = (0, 0);
+    let (mut add_rss, mut del_rss) = (BTreeMap::new(), BTreeMap::new());
     // One warm-up pod creates the bridge and shared rules, as on a running node.
     let warm = b.pods(1).pop().unwrap();
     let (warm_pod, _, _) = b.add(warm.0, warm.1);
     for (ns, id) in b.pods(runs) {
-        let (pod, t, rss) = b.add(ns, id);
+        let (pod, t, _) = b.add(ns, id);
         adds.push(ms(t));
-        add_rss = add_rss.max(rss);
-        let (t, rss) = b.del(&pod);
+        let (t, _) = b.del(&pod);
         dels.push(ms(t));
-        del_rss = del_rss.max(rss);
     }
+    // Memory from separate traced calls, so that tracing costs no timing above.
+    b.rt.trace_rss = true;
+    for (ns, id) in b.pods(5) {
+        let (pod, _, execs) = b.add(ns, id);
+        peaks(&mut add_rss, &execs);
+        peaks(&mut del_rss, &b.del(&pod).1);
+    }
+    b.rt.trace_rss = false;
     b.del(&warm_pod);
     Single {
         add_med: percentile(&mut adds, 0.5),
@@ -261,12 +294,29 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 
 /// The kernel work of one pod's ADD and DEL from this running process, no exec: veth pair with
 /// the peer created in the pod, on the bridge, up; address, link up and default route in the pod;
-/// then deleting the host veth. Masquerade is left out: see the README.
+/// the pod's address into the masquerade rule's set (as rmasq does); then the address out of
+/// the set and the host veth deleted.
 fn floor(runs: usize) -> (f64, f64) {
     use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
     use cni_types::netns::NetNs;
+    use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
     let node = Netns::new("bfloor");
     let node_ns = NetNs::open(&node.path()).unwrap();
+    // The masquerade rule (set up once, as for a node's first pod): pods' sources in a set.
+    let nft = std::process::Command::new("ip")
+        .args(["netns", "exec", node.name(), "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(
+                b"table ip bfloor {\n set pods { type ipv4_addr; }\n chain post { type nat hook postrouting priority 100; ip saddr @pods masquerade; }\n}\n",
+            )?;
+            c.wait()
+        })
+        .expect("running nft");
+    assert!(nft.success(), "nft could not create the floor's rule");
+    let mut nfnl = node_ns.run(Nfnl::open).unwrap().expect("netfilter socket");
     let pods: Vec<Netns> = (0..runs).map(|_| Netns::new("bpod")).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -320,14 +370,61 @@ fn floor(runs: usize) -> (f64, f64) {
                 ))
                 .await
                 .unwrap();
+            let key = match addr {
+                IpAddr::V4(a) => a.octets(),
+                IpAddr::V6(_) => unreachable!(),
+            };
+            nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Add, "pods", &key)])
+                .unwrap();
             adds.push(ms(started.elapsed()));
             let started = Instant::now();
+            nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Delete, "pods", &key)])
+                .unwrap();
             let hv = host.link_by_name(&name).await.unwrap().unwrap();
             host.delete_link(hv.index).await.unwrap();
             dels.push(ms(started.elapsed()));
         }
         (percentile(&mut adds, 0.5), percentile(&mut dels, 0.5))
     })
+}
+
+/// Every verb of each of our plugins, as runtimes call them: the bench's chain (rbridge with
+/// ipMasq, rhost-local) and the shipped conflist (rbridge, rhost-local, rmasq, rroutes), ADD,
+/// CHECK and DEL of a few pods, plus VERSION. `scripts/layout` profiles this to learn which
+/// functions a call runs, so that the linker can put them side by side.
+fn workload() {
+    let state = cni_testkit::temp_dir("layout");
+    let mut shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conflists/10-rcni.conflist"),
+        )
+        .expect("reading conflists/10-rcni.conflist"),
+    )
+    .unwrap();
+    shipped["plugins"][0]["ipam"]["dataDir"] = json!(state.path().join("ipam"));
+    shipped["plugins"][1]["stateDir"] = json!(state.path().join("rmasq"));
+    for list in [conflist(Which::Ours, state.path()), shipped] {
+        let node = Netns::new("blay");
+        let rt = Runtime::new(&node.path(), cni_testkit::cni_path_with_upstream());
+        for i in 0..3 {
+            let pod = Netns::new("blpod");
+            let (id, ns) = (format!("layout-{i}"), pod.path().display().to_string());
+            let (result, _) = rt.add(&list, &id, &ns, "eth0").expect("ADD");
+            rt.check(&list, &id, &ns, "eth0", &result).expect("CHECK");
+            rt.del(&list, &id, &ns, "eth0", Some(&result)).expect("DEL");
+        }
+        for p in list["plugins"].as_array().unwrap() {
+            let e = rt.exec(
+                p["type"].as_str().unwrap(),
+                "VERSION",
+                "",
+                "",
+                "",
+                &json!({"cniVersion": "1.0.0"}),
+            );
+            assert!(e.ok, "VERSION: {}", e.stdout);
+        }
+    }
 }
 
 fn size_kib(path: &std::path::Path) -> u64 {
@@ -337,6 +434,10 @@ fn size_kib(path: &std::path::Path) -> u64 {
 fn main() {
     cni_testkit::require_root();
     let args = parse_args();
+    if args.workload {
+        workload();
+        return;
+    }
     let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
     let ratio = |o: f64, u: f64| {
         if u > 0.0 {
@@ -413,51 +514,57 @@ fn main() {
         String::new(),
     ));
 
-    eprintln!("storm of {} pods, ours...", args.storm);
-    let so = storm(Which::Ours, args.storm);
-    eprintln!("storm of {} pods, upstream...", args.storm);
-    let su = storm(Which::Upstream, args.storm);
-    rows.push((
-        format!("storm {} ADD wall (ms)", args.storm),
-        format!("{:.0}", so.add_wall),
-        format!("{:.0}", su.add_wall),
-        ratio(so.add_wall, su.add_wall),
-        format!(
-            "<= 0.20 of upstream: {}",
-            verdict(so.add_wall <= 0.2 * su.add_wall)
-        ),
-    ));
-    rows.push((
-        format!("storm {} ADD p99 (ms)", args.storm),
-        format!("{:.0}", so.add_p99),
-        format!("{:.0}", su.add_p99),
-        ratio(so.add_p99, su.add_p99),
-        String::new(),
-    ));
-    rows.push((
-        format!("storm {} DEL wall (ms)", args.storm),
-        format!("{:.0}", so.del_wall),
-        format!("{:.0}", su.del_wall),
-        ratio(so.del_wall, su.del_wall),
-        String::new(),
-    ));
-    rows.push((
-        format!("storm {} DEL p99 (ms)", args.storm),
-        format!("{:.0}", so.del_p99),
-        format!("{:.0}", su.del_p99),
-        ratio(so.del_p99, su.del_p99),
-        String::new(),
-    ));
+    if args.storm() {
+        eprintln!("storm of {} pods, ours...", args.storm);
+        let so = storm(Which::Ours, args.storm);
+        eprintln!("storm of {} pods, upstream...", args.storm);
+        let su = storm(Which::Upstream, args.storm);
+        rows.push((
+            format!("storm {} ADD wall (ms)", args.storm),
+            format!("{:.0}", so.add_wall),
+            format!("{:.0}", su.add_wall),
+            ratio(so.add_wall, su.add_wall),
+            format!(
+                "<= 0.20 of upstream: {}",
+                verdict(so.add_wall <= 0.2 * su.add_wall)
+            ),
+        ));
+        rows.push((
+            format!("storm {} ADD p99 (ms)", args.storm),
+            format!("{:.0}", so.add_p99),
+            format!("{:.0}", su.add_p99),
+            ratio(so.add_p99, su.add_p99),
+            String::new(),
+        ));
+        rows.push((
+            format!("storm {} DEL wall (ms)", args.storm),
+            format!("{:.0}", so.del_wall),
+            format!("{:.0}", su.del_wall),
+            ratio(so.del_wall, su.del_wall),
+            String::new(),
+        ));
+        rows.push((
+            format!("storm {} DEL p99 (ms)", args.storm),
+            format!("{:.0}", so.del_p99),
+            format!("{:.0}", su.del_p99),
+            ratio(so.del_p99, su.del_p99),
+            String::new(),
+        ));
+    }
 
-    eprintln!("scale {:?}, ours...", args.scale);
-    let sco = scale(Which::Ours, &args.scale);
-    eprintln!("scale {:?}, upstream...", args.scale);
-    let scu = scale(Which::Upstream, &args.scale);
+    let (sco, scu) = if args.scale.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        eprintln!("scale {:?}, ours...", args.scale);
+        let sco = scale(Which::Ours, &args.scale);
+        eprintln!("scale {:?}, upstream...", args.scale);
+        (sco, scale(Which::Upstream, &args.scale))
+    };
     for ((n, oa, od), (_, ua, ud)) in sco.iter().zip(&scu) {
         rows.push((
-            format!("ADD+DEL with {n} pods (ms)"),
-            format!("{:.1}", oa + od),
-            format!("{:.1}", ua + ud),
+            format!("ADD / DEL with {n} pods (ms)"),
+            format!("{oa:.1} / {od:.1}"),
+            format!("{ua:.1} / {ud:.1}"),
             ratio(oa + od, ua + ud),
             String::new(),
         ));
@@ -473,23 +580,37 @@ fn main() {
             format!("ours <= 1.2: {}", verdict(growth <= 1.2)),
         ));
     }
-    rows.push((
-        "peak RSS ADD (KiB)".into(),
-        o.add_rss.to_string(),
-        u.add_rss.to_string(),
-        ratio(o.add_rss as f64, u.add_rss as f64),
-        format!(
-            "<= 0.33 of upstream: {}",
-            verdict((o.add_rss as f64) <= u.add_rss as f64 / 3.0)
-        ),
-    ));
-    rows.push((
-        "peak RSS DEL (KiB)".into(),
-        o.del_rss.to_string(),
-        u.del_rss.to_string(),
-        ratio(o.del_rss as f64, u.del_rss as f64),
-        String::new(),
-    ));
+    // Peak RSS: each plugin process on its own, then the largest process of each chain.
+    for (verb, ours, theirs) in [
+        ("ADD", &o.add_rss, &u.add_rss),
+        ("DEL", &o.del_rss, &u.del_rss),
+    ] {
+        for (on, un) in [("rbridge", "bridge"), ("rhost-local", "host-local")] {
+            let (a, b) = (
+                ours.get(on).copied().unwrap_or(0),
+                theirs.get(un).copied().unwrap_or(0),
+            );
+            rows.push((
+                format!("peak RSS {verb}: {on} vs {un} (KiB)"),
+                a.to_string(),
+                b.to_string(),
+                ratio(a as f64, b as f64),
+                String::new(),
+            ));
+        }
+        let a = ours.values().copied().max().unwrap_or(0);
+        let b = theirs.values().copied().max().unwrap_or(0);
+        rows.push((
+            format!("peak RSS {verb}: largest process (KiB)"),
+            a.to_string(),
+            b.to_string(),
+            ratio(a as f64, b as f64),
+            format!(
+                "<= 0.33 of upstream: {}",
+                verdict((a as f64) <= b as f64 / 3.0)
+            ),
+        ));
+    }
     let bin = cni_testkit::bin_dir();
     let up = cni_testkit::upstream_dir();
     for (ours, theirs) in [
@@ -526,7 +647,7 @@ fn main() {
     for (m, o, u, r, t) in rows {
         println!("| {m} | {o} | {u} | {r} | {t} |");
     }
-    println!("\nfloor: ADD {floor_add:.2} ms, DEL {floor_del:.2} ms (netlink from one running process, no exec, no masquerade)");
+    println!("\nfloor: ADD {floor_add:.2} ms, DEL {floor_del:.2} ms (the same netlink and nf_tables work from one running process, no exec)");
     println!("ours: rbridge (ipMasq through the rmasq library) + rhost-local; upstream: bridge (ipMasq) + host-local; cniVersion 1.0.0");
     println!(
         "machine: {} CPUs, kernel {}",

@@ -331,3 +331,24 @@ fn about_line_names_plugin_version_and_spec_versions() {
     assert!(line.starts_with("rprobe v0.0.1"));
     assert!(line.contains("0.1.0") && line.contains("1.1.0"));
 }
+
+#[test]
+fn cli_returns_a_declared_subcommand_with_its_arguments() {
+    let cli = Cli {
+        info: &INFO,
+        subcommands: &[Subcommand {
+            name: "sync",
+            args: "--conflist FILE",
+            about: "reconcile",
+        }],
+    };
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter();
+    assert_eq!(cli.parse(args(&[])), None);
+    assert_eq!(
+        cli.parse(args(&["sync", "--conflist", "f"])),
+        Some(("sync".into(), vec!["--conflist".into(), "f".into()]))
+    );
+    let help = cli.help();
+    assert!(help.contains("rprobe sync --conflist FILE") && help.contains("reconcile"));
+    assert!(help.contains("CNI_COMMAND") && help.contains("1.1.0"));
+}
