@@ -342,7 +342,12 @@ fn cli_returns_a_declared_subcommand_with_its_arguments() {
             about: "reconcile",
         }],
     };
-    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter();
+    let args = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
     assert_eq!(cli.parse(args(&[])), None);
     assert_eq!(
         cli.parse(args(&["sync", "--conflist", "f"])),
