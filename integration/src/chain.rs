@@ -166,18 +166,7 @@ impl Runtime {
         ifname: &str,
         cached: &Value,
     ) -> Result<Vec<Exec>, String> {
-        let list = conflist(list);
-        let mut execs = Vec::new();
-        for (i, plugin) in list.plugins.iter().enumerate() {
-            let conf = plugin_config(&list, i, Some(cached), &Map::new());
-            let ty = plugin["type"].as_str().unwrap();
-            let e = self.exec(ty, "CHECK", id, netns, ifname, &conf);
-            if !e.ok {
-                return Err(format!("{ty} CHECK failed: {}", e.stdout));
-            }
-            execs.push(e);
-        }
-        Ok(execs)
+        self.each("CHECK", false, list, id, netns, ifname, Some(cached))
     }
 
     /// DEL through the chain in reverse, with the cached ADD result as prevResult.
@@ -189,14 +178,34 @@ impl Runtime {
         ifname: &str,
         cached: Option<&Value>,
     ) -> Result<Vec<Exec>, String> {
+        self.each("DEL", true, list, id, netns, ifname, cached)
+    }
+
+    /// `verb` on every plugin of the chain (in reverse if asked), each given `cached` as
+    /// prevResult; stops at the first failure.
+    #[allow(clippy::too_many_arguments)]
+    fn each(
+        &self,
+        verb: &str,
+        reverse: bool,
+        list: &Value,
+        id: &str,
+        netns: &str,
+        ifname: &str,
+        cached: Option<&Value>,
+    ) -> Result<Vec<Exec>, String> {
         let list = conflist(list);
+        let mut order: Vec<usize> = (0..list.plugins.len()).collect();
+        if reverse {
+            order.reverse();
+        }
         let mut execs = Vec::new();
-        for (i, plugin) in list.plugins.iter().enumerate().rev() {
+        for i in order {
             let conf = plugin_config(&list, i, cached, &Map::new());
-            let ty = plugin["type"].as_str().unwrap();
-            let e = self.exec(ty, "DEL", id, netns, ifname, &conf);
+            let ty = list.plugins[i]["type"].as_str().unwrap();
+            let e = self.exec(ty, verb, id, netns, ifname, &conf);
             if !e.ok {
-                return Err(format!("{ty} DEL failed: {}", e.stdout));
+                return Err(format!("{ty} {verb} failed: {}", e.stdout));
             }
             execs.push(e);
         }
