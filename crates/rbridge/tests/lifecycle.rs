@@ -453,3 +453,30 @@ fn switching_between_upstream_bridge_and_ours() {
     upstream("DEL", &pod, "o1", &with_prev(&upstream_conf, &r)).assert_ok();
     assert_detached(&w, Some(&pod));
 }
+
+/// The host end of a pod's veth is a bridge port only: no IPv6 of its own on the node (no
+/// link-local address, no fe80::/64 route per pod, no autoconfiguration work under the
+/// kernel's rtnl lock), while the pods' IPv6 across the bridge still flows.
+#[test]
+fn host_port_has_no_ipv6_of_its_own() {
+    let w = World::ours();
+    let conf = w.conf("1.0.0", Family::Dual, json!({"isGateway": true}));
+    let (a, b) = (Netns::new("pod"), Netns::new("pod"));
+    w.add(&a, &container_id(), &conf).ok();
+    let rb = w.add(&b, &container_id(), &conf).ok().clone();
+    for host in w.host_veths() {
+        let sysctl = w.node.exec(
+            "cat",
+            &[&format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6")],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&sysctl.stdout).trim(),
+            "1",
+            "{host}"
+        );
+        assert_eq!(w.node.addrs_all(&host), Vec::<String>::new(), "{host}");
+        let routes = w.node.exec("ip", &["-6", "route", "show", "dev", &host]);
+        assert!(routes.stdout.is_empty(), "{host}: {:?}", routes);
+    }
+    assert!(ping(&a, &addr_of(&rb["ips"][1]["address"])));
+}

@@ -293,13 +293,12 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 }
 
 /// The kernel work of one pod's ADD and DEL from this running process, no exec: veth pair with
-/// the peer created in the pod, on the bridge, up; address, link up and default route in the pod;
-/// the pod's address into the masquerade rule's set (as rmasq does); then the address out of
-/// the set and the host veth deleted.
-fn floor(runs: usize) -> (f64, f64) {
-    use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
+/// the peer created in the pod, on the bridge, up (IPv6 off, as rbridge); address, link up and
+/// default route in the pod; the pod's address into the masquerade rule's set (as rmasq does);
+/// then the address out of the set and the host veth deleted. With `existing` pods on the node
+/// first (not timed), as the scale runs measure.
+fn floor(runs: usize, existing: usize) -> (f64, f64) {
     use cni_types::netns::NetNs;
-    use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
     let node = Netns::new("bfloor");
     let node_ns = NetNs::open(&node.path()).unwrap();
     // The masquerade rule (set up once, as for a node's first pod): pods' sources in a set.
@@ -316,14 +315,22 @@ fn floor(runs: usize) -> (f64, f64) {
         })
         .expect("running nft");
     assert!(nft.success(), "nft could not create the floor's rule");
-    let mut nfnl = node_ns.run(Nfnl::open).unwrap().expect("netfilter socket");
-    let pods: Vec<Netns> = (0..runs).map(|_| Netns::new("bpod")).collect();
+    let pods: Vec<Netns> = (0..existing + runs).map(|_| Netns::new("bpod")).collect();
+    // On a thread inside the node, as a plugin runs: sysctls and sockets are the node's.
+    node_ns.run(|| floor_in_node(&pods, existing)).unwrap()
+}
+
+fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
+    use cni_netlink::{sysctl, BridgeSpec, Netlink, RouteSpec, VethSpec};
+    use cni_types::netns::NetNs;
+    use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
+    let mut nfnl = Nfnl::open().expect("netfilter socket");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let host = Netlink::open(Some(&node_ns)).unwrap();
+        let host = Netlink::open(None).unwrap();
         // As rbridge makes it (IPv6 DAD off, fixed MAC), so the floor does the same kernel work.
         let spec = BridgeSpec {
             name: "cni0",
@@ -335,40 +342,11 @@ fn floor(runs: usize) -> (f64, f64) {
         host.add_address(br.index, "10.128.0.1/16".parse().unwrap(), false)
             .await
             .unwrap();
-        let (mut adds, mut dels) = (Vec::new(), Vec::new());
-        for (i, pod) in pods.iter().enumerate() {
-            let started = Instant::now();
-            let pod_ns = NetNs::open(&pod.path()).unwrap();
-            let name = format!("vethf{i}");
-            host.create_veth(&VethSpec {
-                host_name: &name,
-                host_master: Some(br.index),
-                host_up: true,
-                host_mac: None,
-                peer_name: "eth0",
-                peer_ns: &pod_ns,
-                peer_mac: Some([0x0a, 0x58, 0, 0, (i >> 8) as u8, i as u8]),
-                mtu: None,
-            })
-            .await
-            .unwrap();
-            let inside = Netlink::open(Some(&pod_ns)).unwrap();
-            let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
+        // One pod's ADD: veth into the pod, on the bridge; address, up, route; set element.
+        let add = |i: usize, nfnl: &mut Nfnl| {
+            let pod_ns = NetNs::open(&pods[i].path()).unwrap();
             let addr: IpAddr = format!("10.128.{}.{}", 1 + i / 250, 2 + i % 250)
                 .parse()
-                .unwrap();
-            inside
-                .add_address(eth0.index, ipnet::IpNet::new(addr, 16).unwrap(), false)
-                .await
-                .unwrap();
-            inside.set_up(eth0.index).await.unwrap();
-            inside
-                .add_route(&RouteSpec::new(
-                    "0.0.0.0/0".parse().unwrap(),
-                    Some("10.128.0.1".parse().unwrap()),
-                    Some(eth0.index),
-                ))
-                .await
                 .unwrap();
             let key = match addr {
                 IpAddr::V4(a) => a.octets(),
@@ -376,6 +354,50 @@ fn floor(runs: usize) -> (f64, f64) {
             };
             nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Add, "pods", &key)])
                 .unwrap();
+            let host = &host;
+            async move {
+                let name = format!("vethf{i}");
+                host.create_veth(&VethSpec {
+                    host_name: &name,
+                    host_master: Some(br.index),
+                    host_up: false,
+                    host_mac: None,
+                    peer_name: "eth0",
+                    peer_ns: &pod_ns,
+                    peer_mac: Some([0x0a, 0x58, 0, 0, (i >> 8) as u8, i as u8]),
+                    mtu: None,
+                })
+                .await
+                .unwrap();
+                // As rbridge: the port up without IPv6 of its own.
+                sysctl::set(&sysctl::iface_key("ipv6", &name, "disable_ipv6"), "1").unwrap();
+                host.set_up(name.as_str()).await.unwrap();
+                let inside = Netlink::open(Some(&pod_ns)).unwrap();
+                let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
+                inside
+                    .add_address(eth0.index, ipnet::IpNet::new(addr, 16).unwrap(), false)
+                    .await
+                    .unwrap();
+                inside.set_up(eth0.index).await.unwrap();
+                inside
+                    .add_route(&RouteSpec::new(
+                        "0.0.0.0/0".parse().unwrap(),
+                        Some("10.128.0.1".parse().unwrap()),
+                        Some(eth0.index),
+                    ))
+                    .await
+                    .unwrap();
+                (name, key)
+            }
+        };
+        // The pods already on the node, as the scale runs have them.
+        for i in 0..existing {
+            add(i, &mut nfnl).await;
+        }
+        let (mut adds, mut dels) = (Vec::new(), Vec::new());
+        for i in existing..pods.len() {
+            let started = Instant::now();
+            let (name, key) = add(i, &mut nfnl).await;
             adds.push(ms(started.elapsed()));
             let started = Instant::now();
             nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Delete, "pods", &key)])
@@ -455,7 +477,7 @@ fn main() {
     };
 
     eprintln!("floor ({} runs)...", args.runs);
-    let (floor_add, floor_del) = floor(args.runs);
+    let (floor_add, floor_del) = floor(args.runs, 0);
     eprintln!("one pod, ours ({} runs)...", args.runs);
     let o = single(Which::Ours, args.runs);
     eprintln!("one pod, upstream ({} runs)...", args.runs);
@@ -578,6 +600,26 @@ fn main() {
             format!("{ugrowth:.2}"),
             String::new(),
             format!("ours <= 1.2: {}", verdict(growth <= 1.2)),
+        ));
+        // The kernel's own growth: the floor with as many pods already on its node.
+        eprintln!("floor at scale {:?}...", args.scale);
+        let floors: Vec<(f64, f64)> = args.scale.iter().map(|&n| floor(7, n)).collect();
+        for (&n, (fa, fd)) in args.scale.iter().zip(&floors) {
+            rows.push((
+                format!("floor ADD / DEL with {n} pods (ms)"),
+                format!("{fa:.2} / {fd:.1}"),
+                String::new(),
+                String::new(),
+                String::new(),
+            ));
+        }
+        let (f0, f1) = (floors[0], floors[floors.len() - 1]);
+        rows.push((
+            format!("floor cost at {} / cost at {}", last.0, first.0),
+            format!("{:.2}", (f1.0 + f1.1) / (f0.0 + f0.1)),
+            String::new(),
+            String::new(),
+            String::new(),
         ));
     }
     // Peak RSS: each plugin process on its own, then the largest process of each chain.
