@@ -1,7 +1,7 @@
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -244,6 +244,25 @@ impl Netlink {
             host = host.up();
         }
         self.handle.link().add(host.build()).execute().await
+    }
+
+    /// Brings a bridge port up with no IPv6 address of its own, in one request (IPv6 address
+    /// generation off, applied before the link comes up). A port needs no address; with one,
+    /// each port runs IPv6 autoconfiguration (DAD, router solicitations) under the kernel's
+    /// rtnl lock for seconds, and adds a fe80::/64 route to the node. Where the kernel has no
+    /// IPv6 for the link (EAFNOSUPPORT), it is just brought up.
+    pub async fn set_port_up<'a>(&self, link: impl Into<LinkId<'a>>) -> Result<()> {
+        let link = link.into();
+        let no_ipv6 =
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])]);
+        let m = link.message().up().append_extra_attribute(no_ipv6).build();
+        match self.handle.link().set(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if crate::errno(&e) == Some(libc::EAFNOSUPPORT) => self.set_up(link).await,
+            Err(e) => Err(nl_err(format!("bringing port {link} up"), e)),
+        }
     }
 
     /// Deletes a link in one request; returns false if it was already gone (DEL is idempotent).

@@ -316,12 +316,12 @@ fn floor(runs: usize, existing: usize) -> (f64, f64) {
         .expect("running nft");
     assert!(nft.success(), "nft could not create the floor's rule");
     let pods: Vec<Netns> = (0..existing + runs).map(|_| Netns::new("bpod")).collect();
-    // On a thread inside the node, as a plugin runs: sysctls and sockets are the node's.
+    // On a thread inside the node, as a plugin runs.
     node_ns.run(|| floor_in_node(&pods, existing)).unwrap()
 }
 
 fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
-    use cni_netlink::{sysctl, BridgeSpec, Netlink, RouteSpec, VethSpec};
+    use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
     use cni_types::netns::NetNs;
     use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
     let mut nfnl = Nfnl::open().expect("netfilter socket");
@@ -370,8 +370,7 @@ fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
                 .await
                 .unwrap();
                 // As rbridge: the port up without IPv6 of its own.
-                sysctl::set(&sysctl::iface_key("ipv6", &name, "disable_ipv6"), "1").unwrap();
-                host.set_up(name.as_str()).await.unwrap();
+                host.set_port_up(name.as_str()).await.unwrap();
                 let inside = Netlink::open(Some(&pod_ns)).unwrap();
                 let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
                 inside
