@@ -344,8 +344,8 @@ async fn create_veth(
     undo: &mut Undo,
 ) -> Result<()> {
     // The host end comes up later, with no IPv6 of its own (`set_port_up`): at 1,000 pods
-    // every other pod's ADD then waited less for the kernel's rtnl lock (24 -> 16 ms median),
-    // and the node keeps no fe80::/64 route per pod. Bridged IPv6 is untouched.
+    // every other pod's ADD then waits less for the kernel's rtnl lock (README, Benchmark), and
+    // the node keeps no fe80::/64 route per pod. Bridged IPv6 is untouched.
     let spec = VethSpec {
         host_name: host,
         host_master: Some(bridge.index),
