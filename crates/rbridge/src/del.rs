@@ -6,35 +6,32 @@
 use cni_netlink::Netlink;
 use cni_types::delegate;
 use cni_types::netns::NetNs;
-use cni_types::{Call, CniError, Result, Verb};
+use cni_types::{Call, CniError, Result};
 
 use crate::config::BridgeConf;
 use crate::{masq, names, runtime};
 
 pub fn del(call: &Call) -> Result<()> {
     let conf = BridgeConf::from_call(call)?;
-    // The release runs while the links go.
-    let ipam = match &conf.ipam {
-        Some(name) => Some(delegate::start(call, name, Verb::Del, &call.stdin)?),
-        None => None,
-    };
-    // The masquerade teardown (firewall commands) runs beside the link deletion, which spends
-    // most of its time waiting for the kernel to retire the devices.
-    let (links, masq) = std::thread::scope(|s| {
+    std::thread::scope(|s| {
+        // The links go first: deleting a veth waits on the kernel (an RCU barrier) longer than
+        // anything else DEL does, so the IPAM release and the masquerade teardown run beside it
+        // rather than before it.
+        let links = s.spawn(|| runtime().and_then(|rt| rt.block_on(remove_links(call))));
         let masq =
             (conf.ip_masq && conf.ipam.is_some()).then(|| s.spawn(|| masq::teardown(call, &conf)));
-        let links = runtime().and_then(|rt| rt.block_on(remove_links(call)));
-        let masq = masq.map_or(Ok(()), |m| {
-            m.join()
-                .unwrap_or_else(|_| Err(CniError::io("masquerade teardown panicked")))
-        });
-        (links, masq)
-    });
-    if let Some(ipam) = ipam {
-        ipam.finish()?;
-    }
-    links?;
-    masq
+        let ipam = conf
+            .ipam
+            .as_ref()
+            .map_or(Ok(()), |name| delegate::del(call, name));
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>, what: &str| {
+            h.join()
+                .unwrap_or_else(|_| Err(CniError::io(format!("{what} panicked"))))
+        };
+        let links = join(links, "link deletion");
+        let masq = masq.map_or(Ok(()), |m| join(m, "masquerade teardown"));
+        ipam.and(links).and(masq)
+    })
 }
 
 async fn remove_links(call: &Call) -> Result<()> {

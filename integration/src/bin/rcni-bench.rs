@@ -296,7 +296,10 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 /// the peer created in the pod, on the bridge, up (IPv6 off, as rbridge); address, link up and
 /// default route in the pod; the pod's address into the masquerade rule's set (as rmasq does);
 /// then the address out of the set and the host veth deleted. With `existing` pods on the node
-/// first (not timed), as the scale runs measure.
+/// first (not timed), as the scale runs measure. Each timed pod's netns is deleted right after
+/// its DEL, as the runtime does in the plugin runs: the kernel tears a netns down in the
+/// background with RCU waits of its own, which lengthen the next veth deletion's (here by about
+/// half), so a floor without them would not be the same kernel work.
 fn floor(runs: usize, existing: usize) -> (f64, f64) {
     use cni_types::netns::NetNs;
     let node = Netns::new("bfloor");
@@ -315,12 +318,16 @@ fn floor(runs: usize, existing: usize) -> (f64, f64) {
         })
         .expect("running nft");
     assert!(nft.success(), "nft could not create the floor's rule");
-    let pods: Vec<Netns> = (0..existing + runs).map(|_| Netns::new("bpod")).collect();
+    let mut pods: Vec<Option<Netns>> = (0..existing + runs)
+        .map(|_| Some(Netns::new("bpod")))
+        .collect();
     // On a thread inside the node, as a plugin runs.
-    node_ns.run(|| floor_in_node(&pods, existing)).unwrap()
+    let out = node_ns.run(|| floor_in_node(&mut pods, existing)).unwrap();
+    drop(pods);
+    out
 }
 
-fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
+fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (f64, f64) {
     use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
     use cni_types::netns::NetNs;
     use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
@@ -343,8 +350,8 @@ fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
             .await
             .unwrap();
         // One pod's ADD: veth into the pod, on the bridge; address, up, route; set element.
-        let add = |i: usize, nfnl: &mut Nfnl| {
-            let pod_ns = NetNs::open(&pods[i].path()).unwrap();
+        let add = |pod: &Netns, i: usize, nfnl: &mut Nfnl| {
+            let pod_ns = NetNs::open(&pod.path()).unwrap();
             let addr: IpAddr = format!("10.128.{}.{}", 1 + i / 250, 2 + i % 250)
                 .parse()
                 .unwrap();
@@ -390,13 +397,13 @@ fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
             }
         };
         // The pods already on the node, as the scale runs have them.
-        for i in 0..existing {
-            add(i, &mut nfnl).await;
+        for (i, pod) in pods.iter().enumerate().take(existing) {
+            add(pod.as_ref().unwrap(), i, &mut nfnl).await;
         }
         let (mut adds, mut dels) = (Vec::new(), Vec::new());
-        for i in existing..pods.len() {
+        for (i, pod) in pods.iter_mut().enumerate().skip(existing) {
             let started = Instant::now();
-            let (name, key) = add(i, &mut nfnl).await;
+            let (name, key) = add(pod.as_ref().unwrap(), i, &mut nfnl).await;
             adds.push(ms(started.elapsed()));
             let started = Instant::now();
             nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Delete, "pods", &key)])
@@ -404,6 +411,8 @@ fn floor_in_node(pods: &[Netns], existing: usize) -> (f64, f64) {
             let hv = host.link_by_name(&name).await.unwrap().unwrap();
             host.delete_link(hv.index).await.unwrap();
             dels.push(ms(started.elapsed()));
+            // As the runtime after DEL (see above).
+            *pod = None;
         }
         (percentile(&mut adds, 0.5), percentile(&mut dels, 0.5))
     })
