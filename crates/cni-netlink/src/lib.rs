@@ -4,6 +4,7 @@
 
 mod addr;
 mod link;
+pub mod netconf;
 mod port;
 mod route;
 pub mod sysctl;
@@ -14,7 +15,7 @@ use cni_types::error::{CniError, NETLINK_FAILURE};
 use cni_types::netns::NetNs;
 
 pub use addr::Address;
-pub use link::{format_mac, parse_mac, Link, LinkId, VethSpec};
+pub use link::{format_mac, parse_mac, DevConf, Link, LinkId, VethSpec};
 pub use port::{BridgeSpec, PortVlan};
 pub use route::{
     describe as describe_route, RouteSpec, IP6_RT_PRIO_USER, RTN_UNICAST, RT_TABLE_MAIN,

@@ -138,3 +138,56 @@ fn sysctl_inside_a_namespace_only() {
         root_before
     );
 }
+
+/// RTM_GETNETCONF reads the namespace's own forwarding switch, both ways, for both families.
+#[test]
+fn forwarding_read_over_netlink() {
+    cni_testkit::require_root();
+    let node = Netns::new("node");
+    let ns = NetNs::open(&node.path()).unwrap();
+    for (key, v6) in [
+        ("net.ipv4.ip_forward", false),
+        ("net.ipv6.conf.all.forwarding", true),
+    ] {
+        for value in ["1", "0"] {
+            let seen = ns
+                .run(|| {
+                    cni_netlink::sysctl::set(key, value).unwrap();
+                    cni_netlink::netconf::forwarding_all(v6)
+                })
+                .unwrap();
+            assert_eq!(seen, Some(value == "1"), "{key}={value}");
+        }
+    }
+}
+
+/// A link's per-device settings come with it: what rbridge reads instead of /proc/sys.
+#[test]
+fn link_reports_its_devconf() {
+    cni_testkit::require_root();
+    let node = Netns::new("node");
+    node.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    node.sh("sysctl -qw net.ipv6.conf.v0.accept_ra=0 net.ipv6.conf.v1.disable_ipv6=1");
+    let ns = NetNs::open(&node.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let nl = Netlink::open(Some(&ns)).unwrap();
+        let v0 = nl.link_by_name("v0").await.unwrap().unwrap();
+        assert_eq!(v0.conf.ipv6_accept_ra, Some(0));
+        assert_eq!(v0.conf.ipv6_disabled, Some(false));
+        assert_eq!(v0.conf.ipv4_arp_notify, Some(false));
+        let v1 = nl.link_by_name("v1").await.unwrap().unwrap();
+        assert_eq!(v1.conf.ipv6_disabled, Some(true));
+        assert_ne!(v1.conf.ipv6_accept_ra, Some(0));
+        // arp_notify set over netlink with the link brought up, as rbridge does in the pod.
+        nl.set_up_arp_notify("v0", true).await.unwrap();
+        let v0 = nl.link_by_name("v0").await.unwrap().unwrap();
+        assert!(v0.up);
+        assert_eq!(v0.conf.ipv4_arp_notify, Some(true));
+    });
+    assert_eq!(node.sysctl("net.ipv4.conf.v0.arp_notify"), "1");
+    assert_eq!(node.sysctl("net.ipv4.conf.v1.arp_notify"), "0");
+}

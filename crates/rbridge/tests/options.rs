@@ -299,6 +299,12 @@ fn vlans() {
 fn dad_and_disabled_interface() {
     let w = World::ours();
     let pod = Netns::new("pod");
+    // IPv4: arp_notify on (set over netlink); no IPv6 settings touched.
+    let conf = w.conf("1.0.0", Family::V4, json!({}));
+    w.add(&pod, "c0", &conf).ok();
+    assert_eq!(pod.sysctl("net/ipv4/conf/eth0/arp_notify"), "1");
+    w.del(Some(&pod), "c0", &conf).assert_ok();
+
     let conf = w.conf("1.0.0", Family::V6, json!({}));
     let r = w.add(&pod, "c1", &conf).ok().clone();
     let addr = r["ips"][0]["address"].as_str().unwrap();
@@ -551,4 +557,21 @@ fn debug_log_shows_where_add_spent_its_time() {
         text.contains("verb=DEL") && text.contains("outcome=ok"),
         "{text}"
     );
+}
+
+/// A pod netns with IPv6 turned off gets it turned on (lo and the interface) for an IPv6
+/// address, as upstream does.
+#[test]
+fn ipv6_address_in_a_pod_with_ipv6_off() {
+    let w = World::ours();
+    let pod = Netns::new("pod");
+    pod.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    let conf = w.conf("1.0.0", Family::V6, json!({}));
+    let r = w.add(&pod, "c1", &conf).ok().clone();
+    let addr = r["ips"][0]["address"].as_str().unwrap();
+    assert_eq!(pod.sysctl("net/ipv6/conf/eth0/disable_ipv6"), "0");
+    assert_eq!(pod.sysctl("net/ipv6/conf/lo/disable_ipv6"), "0");
+    let show = pod.ip(&["-6", "addr", "show", "dev", "eth0"]);
+    assert!(show.contains(addr), "{show}");
+    w.del(Some(&pod), "c1", &conf).assert_ok();
 }
