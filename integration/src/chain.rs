@@ -62,7 +62,7 @@ impl Runtime {
     }
 
     /// Runs one plugin call and waits for it.
-    // The child is reaped by waitpid (in `reap`), not through std's Child.
+    // With trace_rss the child is reaped by waitpid (in `trace_to_exit`), not through Child.
     #[allow(clippy::zombie_processes)]
     pub fn exec(
         &self,
@@ -85,16 +85,35 @@ impl Runtime {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        let input = serde_json::to_vec(conf).unwrap();
+        if !self.trace_rss {
+            // As a runtime execs a plugin (Go's os/exec: vfork, the child in the caller's
+            // netns): spawned from this thread while it is in the node, so std uses
+            // posix_spawn. A pre_exec hook would force a full fork of the benchmark process.
+            let started = Instant::now();
+            let spawned = {
+                let _in_node = InNode::enter(&self.node);
+                cmd.spawn()
+            };
+            let mut child = spawned.unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+            // Fits the pipe; a plugin that exits without reading it gets EPIPE, not a hang.
+            let _ = child.stdin.take().unwrap().write_all(&input);
+            let out = child.wait_with_output().expect("waiting for the plugin");
+            return Exec {
+                plugin: plugin.to_string(),
+                ok: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                elapsed: started.elapsed(),
+                procs: Vec::new(),
+            };
+        }
         let fd = self.node.as_fd().try_clone_to_owned().unwrap();
-        let trace = self.trace_rss;
         unsafe {
             cmd.pre_exec(move || {
                 nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(std::io::Error::from)?;
-                if trace {
-                    // Stops the child right after exec until the tracer has set its options.
-                    nix::sys::ptrace::traceme().map_err(std::io::Error::from)?;
-                }
+                // Stops the child right after exec until the tracer has set its options.
+                nix::sys::ptrace::traceme().map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
@@ -102,7 +121,6 @@ impl Runtime {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let input = serde_json::to_vec(conf).unwrap();
         let mut stdin = child.stdin.take().unwrap();
         let mut out = child.stdout.take().unwrap();
         // The tracer must stay free to resume the child, so the pipes get their own thread.
@@ -114,11 +132,7 @@ impl Runtime {
             stdout
         });
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let (status, procs) = if trace {
-            trace_to_exit(pid)
-        } else {
-            (reap(pid), Vec::new())
-        };
+        let (status, procs) = trace_to_exit(pid);
         let stdout = io.join().unwrap();
         let elapsed = started.elapsed();
         Exec {
@@ -222,12 +236,21 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 }
 
 /// Waits for the child to end: its exit code (128 + signal if killed).
-fn reap(pid: Pid) -> i32 {
-    loop {
-        let st = waitpid(pid, None).expect("waitpid");
-        if let Some(code) = exit_code(st) {
-            return code;
-        }
+/// The calling thread inside the node's netns until dropped, then back where it was.
+struct InNode(std::fs::File);
+
+impl InNode {
+    fn enter(node: &std::fs::File) -> InNode {
+        let home = std::fs::File::open("/proc/thread-self/ns/net").expect("opening own netns");
+        nix::sched::setns(node, nix::sched::CloneFlags::CLONE_NEWNET).expect("entering node");
+        InNode(home)
+    }
+}
+
+impl Drop for InNode {
+    fn drop(&mut self) {
+        nix::sched::setns(&self.0, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("leaving the node's netns");
     }
 }
 

@@ -282,9 +282,17 @@ impl Netlink {
         &self,
         spec: &VethSpec<'_>,
     ) -> std::result::Result<(), rtnetlink::Error> {
+        // One TX and one RX queue for each end, given explicitly: that is what a veth uses by
+        // default (the kernel allocates one per CPU, then trims the real count to one), but
+        // trimming a registered device waits for an expedited RCU grace period, twice per pair
+        // and under the rtnl lock. Stated up front, the kernel skips it.
+        let queues = [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)];
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(spec.peer_name.to_string())
             .setns_by_fd(raw_fd(spec.peer_ns));
+        for q in &queues {
+            peer = peer.append_extra_attribute(q.clone());
+        }
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
         }
@@ -294,6 +302,9 @@ impl Netlink {
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name.to_string())
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        for q in queues {
+            host = host.append_extra_attribute(q);
+        }
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }

@@ -66,6 +66,12 @@ fn bridge_veth_into_pod_addresses_and_routes() {
         let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
         assert_eq!(eth0.mac_string(), "0a:58:0a:16:00:05");
         assert!(!eth0.up);
+        // One queue each way on both ends, what a veth has in effect by default.
+        for (ns, dev) in [(&node, "vethtest0"), (&pod, "eth0")] {
+            let l = &ns.ip_json(&["-d", "link", "show", dev])[0];
+            let queues = (l["num_tx_queues"].as_u64(), l["num_rx_queues"].as_u64());
+            assert_eq!(queues, (Some(1), Some(1)), "{l}");
+        }
         inside.set_up(eth0.index).await.unwrap();
         inside
             .add_address(eth0.index, "10.22.0.5/24".parse().unwrap(), false)

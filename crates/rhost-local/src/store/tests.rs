@@ -451,3 +451,52 @@ fn overlay_over_snapshot() {
     assert_eq!(names(), [".snapshot"]);
     s.close().unwrap();
 }
+
+/// The files rewritten on every call are rewritten in place (same inode, nothing freed, no
+/// discard waited for), shorter content included, and a symlink planted there is replaced,
+/// never written through.
+#[test]
+fn per_call_files_are_rewritten_in_place() {
+    let data = temp_dir("rhl-store");
+    let last = net(&data).join("last_reserved_ip.0");
+    let marker = net(&data).join(META_DIR).join("marker");
+    let mut s = open(&data);
+    s.set_last_reserved(0, ip("10.1.0.200")).unwrap();
+    assert!(s
+        .reserve(ip("10.1.0.200"), &Owner::new("c1", "eth0"))
+        .unwrap());
+    s.close().unwrap();
+    let inodes = (
+        fs::metadata(&last).unwrap().ino(),
+        fs::metadata(&marker).unwrap().ino(),
+    );
+    let mut s = open(&data);
+    s.set_last_reserved(0, ip("10.1.0.3")).unwrap();
+    assert!(s
+        .reserve(ip("10.1.0.3"), &Owner::new("c2", "eth0"))
+        .unwrap());
+    s.close().unwrap();
+    assert_eq!(fs::read_to_string(&last).unwrap(), "10.1.0.3");
+    assert_eq!(
+        (
+            fs::metadata(&last).unwrap().ino(),
+            fs::metadata(&marker).unwrap().ino()
+        ),
+        inodes
+    );
+    // The marker written in place is trusted by the next call: no rebuild.
+    let s = open(&data);
+    assert_eq!(s.rebuilds(), 0);
+    drop(s);
+
+    let elsewhere = data.join("elsewhere");
+    fs::write(&elsewhere, "keep").unwrap();
+    fs::remove_file(&last).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &last).unwrap();
+    let mut s = open(&data);
+    s.set_last_reserved(0, ip("10.1.0.4")).unwrap();
+    drop(s);
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "keep");
+    assert!(fs::symlink_metadata(&last).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&last).unwrap(), "10.1.0.4");
+}
