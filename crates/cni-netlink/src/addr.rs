@@ -24,6 +24,9 @@ impl Netlink {
     pub async fn addresses(&self, index: Option<u32>) -> Result<Vec<Address>> {
         let mut req = self.handle.address().get();
         if let Some(i) = index {
+            // In the request too, so that the kernel (strict checking is on) dumps this link's
+            // addresses only, not every address of a node with 1,000 pod ports.
+            req.message_mut().header.index = i;
             req = req.set_link_index_filter(i);
         }
         let msgs: Vec<AddressMessage> = req

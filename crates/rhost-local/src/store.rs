@@ -37,7 +37,9 @@
 //! whole or not at all, and link fails with EEXIST atomically if the address is taken. Every
 //! writer holds the lock, so an empty or unreadable `<ip>` seen under the lock is a leftover of a
 //! killed writer (upstream creates, then writes): it is reclaimed. The marker is written last; a
-//! kill before that leaves a marker that no longer matches, so the next call rebuilds.
+//! kill before that leaves a marker that no longer matches, so the next call rebuilds. The marker
+//! and `last_reserved_ip.<set>` are rewritten in place (see `Store::overwrite`): a torn one is
+//! a rebuild or a different search start, never a wrong answer.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
