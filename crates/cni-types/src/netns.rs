@@ -1,6 +1,7 @@
 //! Network namespaces: do a piece of work inside the netns at a path without leaving any thread
 //! of ours there. The work runs on a fresh thread that enters the namespace and then ends, so the
-//! calling thread and the async runtime never change namespace.
+//! async runtime never changes namespace. The one exception: opening a netlink socket in another
+//! namespace, which the calling thread does itself, returning before anything else runs.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -97,7 +98,27 @@ impl NetNs {
 pub fn netlink_handle(ns: Option<&NetNs>) -> Result<rtnetlink::Handle> {
     match ns {
         None => connect(),
-        Some(ns) => netlink_handle_with(ns, || ()).map(|(handle, ())| handle),
+        Some(ns) => {
+            // A socket stays in the namespace it was opened in, so the calling thread enters
+            // `ns` just for the socket() call and returns at once: cheaper than a thread, whose
+            // start-up (and, with musl, allocator lock contention) costs a pod's ADD 0.2-0.9 ms.
+            let home = NetNs::current()?;
+            setns(ns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                CniError::io(format!(
+                    "cannot enter network namespace {}: {e}",
+                    ns.path.display()
+                ))
+            })?;
+            let handle = connect();
+            if let Err(e) = setns(home.file.as_fd(), CloneFlags::CLONE_NEWNET) {
+                // Going on from the wrong namespace could change the pod's instead of the node's.
+                panic!(
+                    "cannot return to network namespace {}: {e}",
+                    home.path.display()
+                );
+            }
+            handle
+        }
     }
 }
 
