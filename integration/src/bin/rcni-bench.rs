@@ -268,7 +268,7 @@ fn storm(which: Which, n: usize) -> Storm {
     }
 }
 
-/// ADD and DEL of one more pod (median of a few) with `existing` pods already on the node.
+/// ADD and DEL of one more pod (median of 15) with `existing` pods already on the node.
 fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
     let mut b = Bench::new(which);
     let mut existing: Vec<Pod> = Vec::new();
@@ -279,7 +279,7 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
             existing.push(b.add(ns, id).0);
         }
         let (mut adds, mut dels) = (Vec::new(), Vec::new());
-        for (ns, id) in b.pods(7) {
+        for (ns, id) in b.pods(15) {
             let (pod, t, _) = b.add(ns, id);
             adds.push(ms(t));
             dels.push(ms(b.del(&pod).0));
@@ -611,7 +611,7 @@ fn main() {
         ));
         // The kernel's own growth: the floor with as many pods already on its node.
         eprintln!("floor at scale {:?}...", args.scale);
-        let floors: Vec<(f64, f64)> = args.scale.iter().map(|&n| floor(7, n)).collect();
+        let floors: Vec<(f64, f64)> = args.scale.iter().map(|&n| floor(15, n)).collect();
         for (&n, (fa, fd)) in args.scale.iter().zip(&floors) {
             rows.push((
                 format!("floor ADD / DEL with {n} pods (ms)"),
