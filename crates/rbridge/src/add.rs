@@ -288,24 +288,32 @@ async fn attach(
         if result.ips.iter().any(|ip| !ip.is_v4()) {
             pod_ipv6_sysctls(&pod, pod_ns, &cont_link, conf.enable_dad).await?;
         }
-        let vlan_gateway = futures::try_join!(
+        // The masquerade state (files and a firewall check, 0.4-0.5 ms) is written beside the
+        // addresses and routes; it is always joined before anything returns or is undone.
+        let masq = conf.ip_masq.then(|| {
+            undo.masq = true;
+            let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+            let (call, conf) = (call.clone(), conf.clone());
+            std::thread::spawn(move || masq::setup(&call, &conf, &addrs))
+        });
+        let configured = futures::try_join!(
             configure_pod(&pod, &result, conf, cont_index, &call.ifname),
             configure_gateways(node, conf, &bridge, bridge_created, bridge_addrs, &gateways),
-        )?
-        .1;
+        );
         timeline.mark("addresses-routes");
+        let masq = masq.map_or(Ok(()), |h| {
+            h.join()
+                .unwrap_or_else(|_| Err(CniError::io("masquerade setup panicked")))
+        });
+        timeline.mark("masquerade");
+        let vlan_gateway = configured?.1;
+        masq?;
         if let Some(v) = vlan_gateway {
             result.interfaces.push(Interface {
                 name: v.name.clone(),
                 mac: v.mac_string(),
                 ..Default::default()
             });
-        }
-        if conf.ip_masq {
-            undo.masq = true;
-            let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-            masq::setup(call, conf, &addrs)?;
-            timeline.mark("masquerade");
         }
     }
     if let Some(dns) = call.conf.dns.as_ref().filter(|d| !d.is_empty()) {
