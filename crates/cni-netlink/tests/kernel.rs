@@ -197,3 +197,27 @@ fn link_reports_its_devconf() {
     assert_eq!(node.sysctl("net.ipv4.conf.v0.arp_notify"), "1");
     assert_eq!(node.sysctl("net.ipv4.conf.v1.arp_notify"), "0");
 }
+
+/// A session in another namespace is opened by the calling thread itself (setns in and out):
+/// the thread is back in its own namespace afterwards, and the session acts on the other one.
+#[test]
+fn session_in_another_netns_leaves_the_thread_home() {
+    use std::os::unix::fs::MetadataExt;
+    cni_testkit::require_root();
+    let pod = Netns::new("pod");
+    let ns = NetNs::open(&pod.path()).unwrap();
+    let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    let before = here();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let nl = Netlink::open(Some(&ns)).unwrap();
+        assert_eq!(here(), before);
+        nl.set_up("lo").await.unwrap();
+    });
+    assert_eq!(here(), before);
+    let lo = pod.link("lo").unwrap();
+    assert!(lo["flags"].to_string().contains("\"UP\""), "{lo}");
+}
