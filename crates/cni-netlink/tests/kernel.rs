@@ -205,6 +205,7 @@ fn session_in_another_netns_leaves_the_thread_home() {
     use std::os::unix::fs::MetadataExt;
     cni_testkit::require_root();
     let pod = Netns::new("pod");
+    pod.ip(&["link", "set", "lo", "down"]);
     let ns = NetNs::open(&pod.path()).unwrap();
     let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
     let before = here();
