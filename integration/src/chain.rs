@@ -7,13 +7,13 @@
 //! so a plugin would be charged for the benchmark's memory and an IPAM child for its plugin's.
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cni_testkit::{conflist, find_plugin, plugin_config};
+use cni_types::netns::NetNs;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -39,8 +39,8 @@ pub struct ProcRss {
 }
 
 pub struct Runtime {
-    /// Network namespace the plugins run in (the node), as an open file.
-    pub node: std::fs::File,
+    /// Network namespace the plugins run in (the node).
+    pub node: NetNs,
     pub cni_path: String,
     /// Run each call under ptrace, stopping only at process exit to read its VmHWM. Costs a
     /// few context switches per process: timings from such calls are not to be used.
@@ -50,7 +50,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(node_path: &std::path::Path, cni_path: String) -> Runtime {
         Runtime {
-            node: std::fs::File::open(node_path).expect("opening node netns"),
+            node: NetNs::open(node_path).expect("opening node netns"),
             cni_path,
             trace_rss: false,
         }
@@ -86,16 +86,17 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let input = serde_json::to_vec(conf).unwrap();
+        // As a runtime execs a plugin (Go's os/exec: vfork, the child in the caller's netns):
+        // spawned from this thread while it is in the node, so std uses posix_spawn; a netns
+        // hook in pre_exec would force a full fork of the benchmark process.
+        let spawn = |cmd: &mut Command| {
+            let _in_node = self.node.enter().expect("entering the node's netns");
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()))
+        };
         if !self.trace_rss {
-            // As a runtime execs a plugin (Go's os/exec: vfork, the child in the caller's
-            // netns): spawned from this thread while it is in the node, so std uses
-            // posix_spawn. A pre_exec hook would force a full fork of the benchmark process.
             let started = Instant::now();
-            let spawned = {
-                let _in_node = InNode::enter(&self.node);
-                cmd.spawn()
-            };
-            let mut child = spawned.unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+            let mut child = spawn(&mut cmd);
             // Fits the pipe; a plugin that exits without reading it gets EPIPE, not a hang.
             let _ = child.stdin.take().unwrap().write_all(&input);
             let out = child.wait_with_output().expect("waiting for the plugin");
@@ -107,20 +108,12 @@ impl Runtime {
                 procs: Vec::new(),
             };
         }
-        let fd = self.node.as_fd().try_clone_to_owned().unwrap();
         unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)?;
-                // Stops the child right after exec until the tracer has set its options.
-                nix::sys::ptrace::traceme().map_err(std::io::Error::from)?;
-                Ok(())
-            });
+            // Stops the child right after exec until the tracer has set its options.
+            cmd.pre_exec(|| nix::sys::ptrace::traceme().map_err(std::io::Error::from));
         }
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let mut child = spawn(&mut cmd);
         let mut stdin = child.stdin.take().unwrap();
         let mut out = child.stdout.take().unwrap();
         // The tracer must stay free to resume the child, so the pipes get their own thread.
@@ -236,24 +229,6 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 }
 
 /// Waits for the child to end: its exit code (128 + signal if killed).
-/// The calling thread inside the node's netns until dropped, then back where it was.
-struct InNode(std::fs::File);
-
-impl InNode {
-    fn enter(node: &std::fs::File) -> InNode {
-        let home = std::fs::File::open("/proc/thread-self/ns/net").expect("opening own netns");
-        nix::sched::setns(node, nix::sched::CloneFlags::CLONE_NEWNET).expect("entering node");
-        InNode(home)
-    }
-}
-
-impl Drop for InNode {
-    fn drop(&mut self) {
-        nix::sched::setns(&self.0, nix::sched::CloneFlags::CLONE_NEWNET)
-            .expect("leaving the node's netns");
-    }
-}
-
 /// Follows a traced child (stopped after its exec) and everything it starts until all of them
 /// have exited; at each exit stop, while the address space still exists, reads its VmHWM.
 /// Returns the child's exit code and each process's peak. Only while no other child of this

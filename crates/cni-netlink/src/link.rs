@@ -32,15 +32,12 @@ pub struct Link {
     pub conf: DevConf,
 }
 
-/// Per-device IP settings (`net.ipv4.conf.<link>.*`, `net.ipv6.conf.<link>.*`).
+/// The per-device IP settings we act on (`net.ipv4.conf.<link>.*`, `net.ipv6.conf.<link>.*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DevConf {
-    pub ipv4_forwarding: Option<bool>,
     pub ipv4_arp_notify: Option<bool>,
-    pub ipv6_forwarding: Option<bool>,
     pub ipv6_accept_ra: Option<i32>,
     pub ipv6_disabled: Option<bool>,
-    pub ipv6_accept_dad: Option<i32>,
 }
 
 /// A link named by index or by name: requests by name save a lookup when only the name is known.
@@ -119,7 +116,6 @@ impl Link {
                             AfSpecUnspec::Inet(v) => {
                                 for a in v {
                                     if let AfSpecInet::DevConf(c) = a {
-                                        link.conf.ipv4_forwarding = Some(c.forwarding != 0);
                                         link.conf.ipv4_arp_notify = Some(c.arp_notify != 0);
                                     }
                                 }
@@ -127,10 +123,8 @@ impl Link {
                             AfSpecUnspec::Inet6(v) => {
                                 for a in v {
                                     if let AfSpecInet6::DevConf(c) = a {
-                                        link.conf.ipv6_forwarding = Some(c.forwarding != 0);
                                         link.conf.ipv6_accept_ra = Some(c.accept_ra);
                                         link.conf.ipv6_disabled = Some(c.disable_ipv6 != 0);
-                                        link.conf.ipv6_accept_dad = Some(c.accept_dad);
                                     }
                                 }
                             }

@@ -5,6 +5,8 @@
 
 use std::io;
 
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
 const RTM_NEWNETCONF: u16 = 80;
 const RTM_GETNETCONF: u16 = 82;
 const NETCONFA_IFINDEX: u16 = 1;
@@ -20,48 +22,10 @@ pub fn forwarding_all(v6: bool) -> Option<bool> {
 }
 
 fn query(family: u8) -> io::Result<bool> {
-    // SAFETY: plain socket calls on a descriptor this function owns and closes.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let out = exchange(fd, family);
-    // SAFETY: fd was opened above and is not used after this.
-    unsafe { libc::close(fd) };
-    out
-}
-
-fn exchange(fd: i32, family: u8) -> io::Result<bool> {
-    let req = request(family);
-    // SAFETY: req is a live buffer of req.len() bytes; the kernel is the peer (address zeroed).
-    let sent = unsafe {
-        let mut to: libc::sockaddr_nl = std::mem::zeroed();
-        to.nl_family = libc::AF_NETLINK as u16;
-        libc::sendto(
-            fd,
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&to as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = [0u8; 512];
-    // SAFETY: buf is a live buffer of buf.len() bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    parse(&buf[..n as usize])
+    let socket = Socket::new(NETLINK_ROUTE)?;
+    socket.send_to(&request(family), &SocketAddr::new(0, 0), 0)?;
+    let (reply, _) = socket.recv_from_full()?;
+    parse(&reply)
 }
 
 /// nlmsghdr, netconfmsg (one family byte, padded to 4), NETCONFA_IFINDEX = all.

@@ -175,11 +175,7 @@ fn link_reports_its_devconf() {
     node.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
     node.sh("sysctl -qw net.ipv6.conf.v0.accept_ra=0 net.ipv6.conf.v1.disable_ipv6=1");
     let ns = NetNs::open(&node.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    rt().block_on(async {
         let nl = Netlink::open(Some(&ns)).unwrap();
         let v0 = nl.link_by_name("v0").await.unwrap().unwrap();
         assert_eq!(v0.conf.ipv6_accept_ra, Some(0));
@@ -209,11 +205,7 @@ fn session_in_another_netns_leaves_the_thread_home() {
     let ns = NetNs::open(&pod.path()).unwrap();
     let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
     let before = here();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    rt().block_on(async {
         let nl = Netlink::open(Some(&ns)).unwrap();
         assert_eq!(here(), before);
         nl.set_up("lo").await.unwrap();

@@ -192,16 +192,26 @@ pub struct Outcome {
 
 /// main() of every plugin: a CNI call when CNI_COMMAND is set, else a small CLI.
 pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
+    let (name, _) = run_or_subcommand(plugin, info, &[]);
+    unreachable!("no subcommand {name} is declared")
+}
+
+/// main() of a plugin with subcommands: serves a CNI call when CNI_COMMAND is set, handles
+/// `--help`, `--version` and no argument (exiting), and otherwise returns the subcommand given,
+/// one of `subcommands`, with its arguments.
+pub fn run_or_subcommand<P: Plugin>(
+    plugin: &P,
+    info: &PluginInfo,
+    subcommands: &[Subcommand<'_>],
+) -> (String, Vec<String>) {
     if std::env::var_os("CNI_COMMAND").is_some_and(|v| !v.is_empty()) {
         run_cni(plugin, info)
     }
-    let cli = Cli {
-        info,
-        subcommands: &[],
-    };
-    cli.parse(std::env::args().skip(1));
-    eprintln!("{}", info.about_line());
-    std::process::exit(0)
+    let cli = Cli { info, subcommands };
+    cli.parse(std::env::args().skip(1)).unwrap_or_else(|| {
+        eprintln!("{}", info.about_line());
+        std::process::exit(0)
+    })
 }
 
 /// A subcommand a plugin offers besides the CNI protocol (e.g. `rroutes sync`).

@@ -359,35 +359,32 @@ async fn create_veth(
             pod_ns.path().display()
         )
     };
-    match node.create_veth(&spec).await {
-        Ok(()) => {
-            undo.host_veth = Some(host.to_string());
-            return node.set_port_up(host).await;
+    if let Err(e) = node.create_veth(&spec).await {
+        if !cni_netlink::is_exists(&e) {
+            return Err(cni_netlink::nl_err(describe(), e));
         }
-        Err(e) if cni_netlink::is_exists(&e) => {}
-        Err(e) => return Err(cni_netlink::nl_err(describe(), e)),
+        let pod = Netlink::open(Some(pod_ns))?;
+        if pod.link_by_name(&call.ifname).await?.is_some() {
+            undo.live_attachment = node
+                .link_by_name(host)
+                .await?
+                .is_some_and(|l| l.master == Some(bridge.index));
+            return Err(CniError::new(
+                INTERFACE_EXISTS,
+                format!(
+                    "interface {} already exists in {}: DEL the attachment first, or choose another CNI_IFNAME",
+                    call.ifname,
+                    pod_ns.path().display()
+                ),
+            ));
+        }
+        call.logger
+            .debug(format!("removing stale host veth {host} of an earlier ADD"));
+        node.delete_link(host).await?;
+        node.create_veth(&spec)
+            .await
+            .map_err(|e| cni_netlink::nl_err(describe(), e))?;
     }
-    let pod = Netlink::open(Some(pod_ns))?;
-    if pod.link_by_name(&call.ifname).await?.is_some() {
-        undo.live_attachment = node
-            .link_by_name(host)
-            .await?
-            .is_some_and(|l| l.master == Some(bridge.index));
-        return Err(CniError::new(
-            INTERFACE_EXISTS,
-            format!(
-                "interface {} already exists in {}: DEL the attachment first, or choose another CNI_IFNAME",
-                call.ifname,
-                pod_ns.path().display()
-            ),
-        ));
-    }
-    call.logger
-        .debug(format!("removing stale host veth {host} of an earlier ADD"));
-    node.delete_link(host).await?;
-    node.create_veth(&spec)
-        .await
-        .map_err(|e| cni_netlink::nl_err(describe(), e))?;
     undo.host_veth = Some(host.to_string());
     node.set_port_up(host).await
 }

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use cni_types::skel::{run_cni, Cli, Subcommand};
+use cni_types::skel::{run_or_subcommand, Subcommand};
 use rroutes::{host, RRoutes, INFO};
 
 const SYNC: Subcommand = Subcommand {
@@ -19,17 +19,8 @@ fn conflist_arg(args: &[String]) -> Result<PathBuf, String> {
 }
 
 fn main() {
-    if std::env::var_os("CNI_COMMAND").is_some_and(|v| !v.is_empty()) {
-        run_cni(&RRoutes, &INFO)
-    }
-    let cli = Cli {
-        info: &INFO,
-        subcommands: &[SYNC],
-    };
-    let Some((_sync, args)) = cli.parse(std::env::args().skip(1)) else {
-        eprintln!("{}", INFO.about_line());
-        std::process::exit(0)
-    };
+    // `sync` is the only subcommand: whatever returns here is it.
+    let (_sync, args) = run_or_subcommand(&RRoutes, &INFO, &[SYNC]);
     let file = conflist_arg(&args).unwrap_or_else(|e| {
         eprintln!("rroutes sync: {e}");
         std::process::exit(2)

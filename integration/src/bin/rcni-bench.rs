@@ -160,6 +160,28 @@ impl Bench {
     }
 }
 
+/// A table row: metric, ours, upstream, ours/upstream, target.
+type Row = (String, String, String, String, String);
+
+fn ratio(o: f64, u: f64) -> String {
+    if u > 0.0 {
+        format!("{:.2}", o / u)
+    } else {
+        "-".into()
+    }
+}
+
+/// A row comparing a measure of ours with upstream's, shown with `decimals`.
+fn compared(metric: String, (o, u): (f64, f64), decimals: usize, target: String) -> Row {
+    (
+        metric,
+        format!("{o:.decimals$}"),
+        format!("{u:.decimals$}"),
+        ratio(o, u),
+        target,
+    )
+}
+
 /// Highest peak RSS per executable over the processes of some calls.
 fn peaks(into: &mut BTreeMap<String, u64>, execs: &[Exec]) {
     for p in execs.iter().flat_map(|e| &e.procs) {
@@ -468,14 +490,7 @@ fn main() {
         workload();
         return;
     }
-    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
-    let ratio = |o: f64, u: f64| {
-        if u > 0.0 {
-            format!("{:.2}", o / u)
-        } else {
-            "-".into()
-        }
-    };
+    let mut rows: Vec<Row> = Vec::new();
     let verdict = |ok: bool| {
         if ok {
             "met".to_string()
@@ -490,39 +505,35 @@ fn main() {
     let o = single(Which::Ours, args.runs);
     eprintln!("one pod, upstream ({} runs)...", args.runs);
     let u = single(Which::Upstream, args.runs);
-    rows.push((
+    rows.push(compared(
         "ADD median (ms)".into(),
-        format!("{:.1}", o.add_med),
-        format!("{:.1}", u.add_med),
-        ratio(o.add_med, u.add_med),
+        (o.add_med, u.add_med),
+        1,
         format!(
             "<= 0.20 of upstream: {}",
             verdict(o.add_med <= 0.2 * u.add_med)
         ),
     ));
-    rows.push((
+    rows.push(compared(
         "ADD p99 (ms)".into(),
-        format!("{:.1}", o.add_p99),
-        format!("{:.1}", u.add_p99),
-        ratio(o.add_p99, u.add_p99),
+        (o.add_p99, u.add_p99),
+        1,
         String::new(),
     ));
-    rows.push((
+    rows.push(compared(
         "DEL median (ms)".into(),
-        format!("{:.1}", o.del_med),
-        format!("{:.1}", u.del_med),
-        ratio(o.del_med, u.del_med),
+        (o.del_med, u.del_med),
+        1,
         format!(
             "<= 1.3x floor ({:.1}): {}",
             floor_del,
             verdict(o.del_med <= 1.3 * floor_del)
         ),
     ));
-    rows.push((
+    rows.push(compared(
         "DEL p99 (ms)".into(),
-        format!("{:.1}", o.del_p99),
-        format!("{:.1}", u.del_p99),
-        ratio(o.del_p99, u.del_p99),
+        (o.del_p99, u.del_p99),
+        1,
         String::new(),
     ));
     rows.push((
@@ -549,37 +560,23 @@ fn main() {
         let so = storm(Which::Ours, args.storm);
         eprintln!("storm of {} pods, upstream...", args.storm);
         let su = storm(Which::Upstream, args.storm);
-        rows.push((
-            format!("storm {} ADD wall (ms)", args.storm),
-            format!("{:.0}", so.add_wall),
-            format!("{:.0}", su.add_wall),
-            ratio(so.add_wall, su.add_wall),
-            format!(
-                "<= 0.20 of upstream: {}",
-                verdict(so.add_wall <= 0.2 * su.add_wall)
-            ),
-        ));
-        rows.push((
-            format!("storm {} ADD p99 (ms)", args.storm),
-            format!("{:.0}", so.add_p99),
-            format!("{:.0}", su.add_p99),
-            ratio(so.add_p99, su.add_p99),
-            String::new(),
-        ));
-        rows.push((
-            format!("storm {} DEL wall (ms)", args.storm),
-            format!("{:.0}", so.del_wall),
-            format!("{:.0}", su.del_wall),
-            ratio(so.del_wall, su.del_wall),
-            String::new(),
-        ));
-        rows.push((
-            format!("storm {} DEL p99 (ms)", args.storm),
-            format!("{:.0}", so.del_p99),
-            format!("{:.0}", su.del_p99),
-            ratio(so.del_p99, su.del_p99),
-            String::new(),
-        ));
+        let target = format!(
+            "<= 0.20 of upstream: {}",
+            verdict(so.add_wall <= 0.2 * su.add_wall)
+        );
+        for (what, o, u, target) in [
+            ("ADD wall", so.add_wall, su.add_wall, target),
+            ("ADD p99", so.add_p99, su.add_p99, String::new()),
+            ("DEL wall", so.del_wall, su.del_wall, String::new()),
+            ("DEL p99", so.del_p99, su.del_p99, String::new()),
+        ] {
+            rows.push(compared(
+                format!("storm {} {what} (ms)", args.storm),
+                (o, u),
+                0,
+                target,
+            ));
+        }
     }
 
     let (sco, scu) = if args.scale.is_empty() {
