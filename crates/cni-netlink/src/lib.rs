@@ -54,6 +54,15 @@ impl Netlink {
     }
 }
 
+/// The async runtime of one plugin call, which drives its netlink sessions: one thread, as a
+/// plugin is one short-lived process.
+pub fn runtime() -> cni_types::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::io(format!("cannot start the netlink runtime: {e}")))
+}
+
 /// The errno of a netlink failure, if the kernel answered with one.
 pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {

@@ -19,7 +19,8 @@ use cni_types::netns::NetNs;
 use cni_types::{Call, CniError, CniResult, Interface, Result, Route, Verb};
 
 use crate::config::BridgeConf;
-use crate::{masq, names, runtime};
+use crate::{masq, names};
+use cni_netlink::runtime;
 
 /// Index of the container interface in the result: bridge, host veth, container veth.
 pub const CONTAINER_INDEX: usize = 2;

@@ -10,7 +10,8 @@ use cni_types::{Call, CniError, CniResult, Result, Verb};
 use ipnet::IpNet;
 
 use crate::config::BridgeConf;
-use crate::{masq, runtime};
+use crate::masq;
+use cni_netlink::runtime;
 
 fn mismatch(msg: impl Into<String>) -> CniError {
     CniError::new(CHECK_MISMATCH, msg)

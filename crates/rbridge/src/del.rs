@@ -9,7 +9,8 @@ use cni_types::netns::NetNs;
 use cni_types::{Call, CniError, Result};
 
 use crate::config::BridgeConf;
-use crate::{masq, names, runtime};
+use crate::{masq, names};
+use cni_netlink::runtime;
 
 pub fn del(call: &Call) -> Result<()> {
     let conf = BridgeConf::from_call(call)?;

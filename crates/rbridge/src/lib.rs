@@ -14,7 +14,7 @@ mod masq;
 pub mod names;
 
 use cni_types::delegate;
-use cni_types::{Call, CniError, CniResult, Plugin, PluginInfo, Result};
+use cni_types::{Call, CniResult, Plugin, PluginInfo, Result};
 
 use config::BridgeConf;
 
@@ -69,12 +69,4 @@ impl Plugin for Bridge {
             None => Ok(()),
         }
     }
-}
-
-/// One current-thread runtime per call: a plugin is one short-lived process.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CniError::io(format!("cannot start the async runtime: {e}")))
 }

@@ -199,7 +199,7 @@ pub fn sync(conflist: &Path) -> Result<Report> {
             ),
         ));
     }
-    let rt = crate::runtime()?;
+    let rt = cni_netlink::runtime()?;
     rt.block_on(async {
         let nl = Netlink::open(None)?;
         let mut report = Report::default();

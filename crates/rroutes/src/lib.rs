@@ -11,7 +11,7 @@ pub mod host;
 pub mod plugin;
 pub mod pod;
 
-use cni_types::{CniError, PluginInfo, Result};
+use cni_types::PluginInfo;
 
 pub use conf::{Conf, DEFAULT_PROTOCOL};
 pub use plugin::RRoutes;
@@ -21,11 +21,3 @@ pub const INFO: PluginInfo = PluginInfo {
     version: env!("CARGO_PKG_VERSION"),
     about: "chained plugin: routes of the pod interface (route-override keys) and routes to other nodes",
 };
-
-/// A single-threaded runtime for the netlink sessions of one call.
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CniError::io(format!("cannot start the netlink runtime: {e}")))
-}

@@ -16,7 +16,7 @@ impl Plugin for RRoutes {
         let prev = call.require_prev_result("rroutes")?;
         let path = call.netns_path()?;
         let ns = NetNs::open(path)?;
-        crate::runtime()?.block_on(async {
+        cni_netlink::runtime()?.block_on(async {
             // Node first: a failure there leaves the pod untouched.
             if !conf.host_routes.is_empty() {
                 let node = Netlink::open(None)?;
@@ -46,7 +46,7 @@ impl Plugin for RRoutes {
         let result = call.require_prev_result("rroutes")?;
         let path = call.netns_path()?;
         let ns = NetNs::open(path)?;
-        crate::runtime()?.block_on(async {
+        cni_netlink::runtime()?.block_on(async {
             host::check(&Netlink::open(None)?, &conf.host_routes).await?;
             let pod = Pod::open(
                 Netlink::open(Some(&ns))?,
