@@ -37,18 +37,6 @@ impl Netlink {
         })
     }
 
-    /// Opens a session on `ns` and runs `work` on the same short-lived thread that entered it
-    /// (e.g. that namespace's sysctls), saving a second thread and setns. Must run inside a tokio
-    /// runtime.
-    pub fn open_with<T, F>(ns: &NetNs, work: F) -> cni_types::Result<(Netlink, T)>
-    where
-        T: Send,
-        F: FnOnce() -> T + Send,
-    {
-        let (handle, out) = cni_types::netns::netlink_handle_with(ns, work)?;
-        Ok((Netlink { handle }, out))
-    }
-
     pub fn handle(&self) -> &rtnetlink::Handle {
         &self.handle
     }

@@ -88,11 +88,11 @@ fn bridge_with_fixed_mac_ports_and_fdb() {
         let vlans = host.port_vlans(hv.index).await.unwrap();
         assert!(vlans.len() <= 1, "{vlans:?}");
 
-        // The pod end: its session opened on a thread that also did work there.
-        let (inside, forwarding) = Netlink::open_with(&pod_ns, || {
-            cni_netlink::sysctl::get("net.ipv4.conf.all.forwarding").unwrap()
-        })
-        .unwrap();
+        // The pod end: its session, and its sysctls read from inside.
+        let inside = Netlink::open(Some(&pod_ns)).unwrap();
+        let forwarding = pod_ns
+            .run(|| cni_netlink::sysctl::get("net.ipv4.conf.all.forwarding").unwrap())
+            .unwrap();
         assert_eq!(forwarding, "0");
         let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
         assert!(!eth0.up);

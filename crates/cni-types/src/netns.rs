@@ -140,21 +140,6 @@ pub fn netlink_handle(ns: Option<&NetNs>) -> Result<rtnetlink::Handle> {
     }
 }
 
-/// Like [`netlink_handle`] in `ns`, also running `work` on the thread that entered it (e.g. that
-/// namespace's sysctls), which saves a second thread and setns.
-#[cfg(feature = "netlink")]
-pub fn netlink_handle_with<T, F>(ns: &NetNs, work: F) -> Result<(rtnetlink::Handle, T)>
-where
-    T: Send,
-    F: FnOnce() -> T + Send,
-{
-    let rt = tokio::runtime::Handle::current();
-    ns.run(move || {
-        let _guard = rt.enter();
-        connect().map(|handle| (handle, work()))
-    })?
-}
-
 /// Opens the socket in the calling thread's namespace and spawns its connection. Strict checking
 /// makes the kernel filter dumps by the request's header (e.g. the addresses of one link) instead
 /// of sending every object of the namespace: per-call cost stays flat with a thousand veths.
