@@ -5,7 +5,6 @@
 //! the masquerade state and, through IPAM DEL, the allocation.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
 
 use futures::future::{join_all, try_join_all};
 use ipnet::IpNet;
@@ -14,11 +13,11 @@ use cni_netlink::packet::link::InfoBridgePort;
 use cni_netlink::{sysctl, BridgeSpec, Link, Netlink, PortVlan, RouteSpec, VethSpec};
 use cni_types::delegate::{self, Running, UndoAdd};
 use cni_types::error::{INTERFACE_EXISTS, INVALID_NETWORK_CONFIG, NETLINK_FAILURE};
-use cni_types::log::Level;
 use cni_types::netns::NetNs;
 use cni_types::{Call, CniError, CniResult, Interface, Result, Route, Verb};
 
 use crate::config::BridgeConf;
+use crate::timeline::Timeline;
 use crate::{masq, names};
 use cni_netlink::runtime;
 
@@ -100,40 +99,8 @@ impl Undo {
     }
 }
 
-/// Milestones of one ADD, logged at debug level: where the time of a slow pod start-up went.
-struct Timeline {
-    start: Instant,
-    marks: Option<Vec<(&'static str, Duration)>>,
-}
-
-impl Timeline {
-    fn new(call: &Call) -> Timeline {
-        Timeline {
-            start: Instant::now(),
-            marks: call.logger.enabled(Level::Debug).then(Vec::new),
-        }
-    }
-
-    fn mark(&mut self, what: &'static str) {
-        if let Some(marks) = &mut self.marks {
-            marks.push((what, self.start.elapsed()));
-        }
-    }
-
-    fn log(&self, call: &Call) {
-        if let Some(marks) = &self.marks {
-            let text: Vec<String> = marks
-                .iter()
-                .map(|(what, at)| format!("{what}={:.3}ms", at.as_secs_f64() * 1e3))
-                .collect();
-            call.logger
-                .debug(format!("ADD timeline: {}", text.join(" ")));
-        }
-    }
-}
-
 pub fn add(call: &Call) -> Result<CniResult> {
-    let mut timeline = Timeline::new(call);
+    let mut timeline = Timeline::new(call, "ADD");
     let conf = BridgeConf::from_call(call)?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;

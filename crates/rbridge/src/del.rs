@@ -3,36 +3,49 @@
 //! address is released through IPAM and the masquerade state through rmasq, both keyed by the
 //! attachment, whatever is left of the pod.
 
+use std::time::Instant;
+
 use cni_netlink::Netlink;
 use cni_types::delegate;
 use cni_types::netns::NetNs;
 use cni_types::{Call, CniError, Result};
 
 use crate::config::BridgeConf;
+use crate::timeline::Timeline;
 use crate::{masq, names};
 use cni_netlink::runtime;
 
 pub fn del(call: &Call) -> Result<()> {
+    let mut timeline = Timeline::new(call, "DEL");
     let conf = BridgeConf::from_call(call)?;
-    std::thread::scope(|s| {
+    let done = |r: Result<()>| (r, Instant::now());
+    let (ipam, links, masq) = std::thread::scope(|s| {
         // The links go first: deleting a veth waits on the kernel (an RCU barrier) longer than
         // anything else DEL does, so the IPAM release and the masquerade teardown run beside it
         // rather than before it.
-        let links = s.spawn(|| runtime().and_then(|rt| rt.block_on(remove_links(call))));
-        let masq =
-            (conf.ip_masq && conf.ipam.is_some()).then(|| s.spawn(|| masq::teardown(call, &conf)));
-        let ipam = conf
-            .ipam
-            .as_ref()
-            .map_or(Ok(()), |name| delegate::del(call, name));
-        let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>, what: &str| {
+        let links = s.spawn(|| done(runtime().and_then(|rt| rt.block_on(remove_links(call)))));
+        let masq = (conf.ip_masq && conf.ipam.is_some())
+            .then(|| s.spawn(|| done(masq::teardown(call, &conf))));
+        let ipam = done(
+            conf.ipam
+                .as_ref()
+                .map_or(Ok(()), |name| delegate::del(call, name)),
+        );
+        let join = |h: std::thread::ScopedJoinHandle<'_, (Result<()>, Instant)>, what: &str| {
             h.join()
-                .unwrap_or_else(|_| Err(CniError::io(format!("{what} panicked"))))
+                .unwrap_or_else(|_| done(Err(CniError::io(format!("{what} panicked")))))
         };
         let links = join(links, "link deletion");
-        let masq = masq.map_or(Ok(()), |m| join(m, "masquerade teardown"));
-        ipam.and(links).and(masq)
-    })
+        let masq = masq.map(|m| join(m, "masquerade teardown"));
+        (ipam, links, masq)
+    });
+    timeline.mark_at("ipam", ipam.1);
+    timeline.mark_at("links", links.1);
+    if let Some(m) = &masq {
+        timeline.mark_at("masquerade", m.1);
+    }
+    timeline.log(call);
+    ipam.0.and(links.0).and(masq.map_or(Ok(()), |m| m.0))
 }
 
 async fn remove_links(call: &Call) -> Result<()> {

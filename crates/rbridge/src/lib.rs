@@ -12,6 +12,7 @@ pub mod config;
 pub mod del;
 mod masq;
 pub mod names;
+mod timeline;
 
 use cni_types::delegate;
 use cni_types::{Call, CniResult, Plugin, PluginInfo, Result};

@@ -4,6 +4,9 @@
 //!
 //!   rcni-bench [--runs N] [--storm N|0] [--scale 10,250,1000|none] [--quick]
 //!   rcni-bench --workload     (runs each verb of our plugins, measures nothing)
+//!   rcni-bench --scale-ours 10,1000   (only our scale points, for profiling)
+//!
+//! `RCNI_BENCH_LOG=FILE` makes our plugins log at debug level to FILE (rbridge's ADD timeline).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,6 +19,8 @@ use serde_json::{json, Value};
 struct Args {
     /// Only run every verb of our plugins a few times (for `scripts/layout`), measure nothing.
     workload: bool,
+    /// Only our chain's scale points.
+    scale_ours: bool,
     runs: usize,
     storm: usize,
     scale: Vec<usize>,
@@ -30,6 +35,7 @@ impl Args {
 fn parse_args() -> Args {
     let mut a = Args {
         workload: false,
+        scale_ours: false,
         runs: 40,
         storm: 110,
         scale: vec![10, 250, 1000],
@@ -41,7 +47,8 @@ fn parse_args() -> Args {
         match argv[i].as_str() {
             "--runs" => a.runs = next().parse().expect("--runs N"),
             "--storm" => a.storm = next().parse().expect("--storm N"),
-            "--scale" => {
+            "--scale" | "--scale-ours" => {
+                a.scale_ours = argv[i] == "--scale-ours";
                 a.scale = next()
                     .split(',')
                     .filter(|s| !s.is_empty() && *s != "none")
@@ -76,7 +83,7 @@ enum Which {
 /// The conflist each side runs: bridge + IPAM + masquerade, same subnet, same options.
 fn conflist(which: Which, state: &std::path::Path) -> Value {
     let ranges = json!([[{"subnet": "10.128.0.0/16"}]]);
-    match which {
+    let mut list = match which {
         Which::Ours => json!({
             "cniVersion": "1.0.0", "name": "bench",
             "plugins": [{
@@ -93,7 +100,13 @@ fn conflist(which: Which, state: &std::path::Path) -> Value {
                 "ipam": {"type": "host-local", "ranges": ranges, "dataDir": state.join("ipam")}
             }]
         }),
+    };
+    if let (Which::Ours, Some(log)) = (which, std::env::var_os("RCNI_BENCH_LOG")) {
+        let plugin = &mut list["plugins"][0];
+        plugin["logFile"] = json!(log.to_string_lossy());
+        plugin["logLevel"] = json!("debug");
     }
+    list
 }
 
 /// A node namespace with a chain and a supply of pod namespaces.
@@ -290,7 +303,49 @@ fn storm(which: Which, n: usize) -> Storm {
     }
 }
 
-/// ADD and DEL of one more pod (median of 15) with `existing` pods already on the node.
+/// Pods timed at each scale point (one ADD and DEL each).
+const SCALE_RUNS: usize = 25;
+
+/// Waits until the node is quiet: the pods just added announce themselves over IPv6 (DAD,
+/// router solicitations, MLD), which the bridge floods to every port, so right after adding
+/// hundreds of pods the kernel spends a third of the CPUs in softirq for a few seconds. The
+/// cost of one more pod on a node with N pods is measured on a node at rest, as a node with
+/// that many pods is most of the time; without this, the faster a chain fills the node, the
+/// busier the node is when its own pods are timed. Quiet: under 5% of CPU time in softirq over
+/// a second (at most 60 s).
+fn settle() {
+    // (softirq, total) jiffies from /proc/stat's first line.
+    let cpu = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        (v.get(6).copied().unwrap_or(0), v.iter().sum())
+    };
+    let started = Instant::now();
+    let mut last = cpu();
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = cpu();
+        let (soft, total) = (now.0 - last.0, now.1 - last.1);
+        last = now;
+        if soft * 20 < total.max(1) {
+            break;
+        }
+    }
+    eprintln!(
+        "  node quiet after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// ADD and DEL of one more pod (median of SCALE_RUNS) with `existing` pods already on the node, once
+/// the node is quiet.
 fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
     let mut b = Bench::new(which);
     let mut existing: Vec<Pod> = Vec::new();
@@ -300,8 +355,9 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
         for (ns, id) in b.pods(need) {
             existing.push(b.add(ns, id).0);
         }
+        settle();
         let (mut adds, mut dels) = (Vec::new(), Vec::new());
-        for (ns, id) in b.pods(15) {
+        for (ns, id) in b.pods(SCALE_RUNS) {
             let (pod, t, _) = b.add(ns, id);
             adds.push(ms(t));
             dels.push(ms(b.del(&pod).0));
@@ -422,6 +478,9 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (f64, f64) {
         for (i, pod) in pods.iter().enumerate().take(existing) {
             add(pod.as_ref().unwrap(), i, &mut nfnl).await;
         }
+        if existing > 0 {
+            settle();
+        }
         let (mut adds, mut dels) = (Vec::new(), Vec::new());
         for (i, pod) in pods.iter_mut().enumerate().skip(existing) {
             let started = Instant::now();
@@ -488,6 +547,12 @@ fn main() {
     let args = parse_args();
     if args.workload {
         workload();
+        return;
+    }
+    if args.scale_ours {
+        for (n, add, del) in scale(Which::Ours, &args.scale) {
+            println!("ours with {n} pods: ADD {add:.2} ms, DEL {del:.2} ms");
+        }
         return;
     }
     let mut rows: Vec<Row> = Vec::new();
@@ -608,7 +673,7 @@ fn main() {
         ));
         // The kernel's own growth: the floor with as many pods already on its node.
         eprintln!("floor at scale {:?}...", args.scale);
-        let floors: Vec<(f64, f64)> = args.scale.iter().map(|&n| floor(15, n)).collect();
+        let floors: Vec<(f64, f64)> = args.scale.iter().map(|&n| floor(SCALE_RUNS, n)).collect();
         for (&n, (fa, fd)) in args.scale.iter().zip(&floors) {
             rows.push((
                 format!("floor ADD / DEL with {n} pods (ms)"),
