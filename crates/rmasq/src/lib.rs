@@ -124,8 +124,20 @@ impl Masq {
         let be = backend(kind);
         let pairs = self.classes_for(kind, network, addrs, opts);
         if let Some(old) = l.record(network, container_id, ifname)? {
-            // ADD again without DEL (a retried ADD): start from a clean slate.
-            self.teardown_locked(&l, &mut nl, &old)?;
+            // ADD again without DEL (a retried ADD): start from a clean slate, unless it asks
+            // for exactly what is there (a retried ADD that got the same addresses), which is
+            // then re-applied without being removed first: a live pod's traffic keeps its
+            // masquerade throughout.
+            let same = old.backend == kind
+                && old.entries.len() == pairs.len()
+                && pairs.iter().all(|(c, a)| {
+                    old.entries
+                        .iter()
+                        .any(|e| e.class == c.id && e.address == *a)
+                });
+            if !same {
+                self.teardown_locked(&l, &mut nl, &old)?;
+            }
         }
         let owner = state::owner_key(network, container_id, ifname);
         let mut plan = Plan {

@@ -94,6 +94,22 @@ fn add_again_without_del_replaces() {
     }
 }
 
+/// A retried ADD that got the same address (rbridge retried for a live pod, say) leaves the
+/// pod's masquerade in place throughout: the rules are not removed and re-created (same nft
+/// handles), and one DEL still removes everything.
+#[test]
+fn add_again_with_the_same_address_keeps_the_rules_in_place() {
+    let w = World::new();
+    let conf = w.conf("nftables", &["10.77.0.9/24"], json!({}));
+    w.rmasq("ADD", "c1", &conf).ok();
+    let before = w.node.sh("nft -a list ruleset");
+    w.rmasq("ADD", "c1", &conf).ok();
+    assert_eq!(w.node.sh("nft -a list ruleset"), before);
+    w.rmasq("CHECK", "c1", &conf).assert_ok();
+    w.rmasq("DEL", "c1", &conf).assert_ok();
+    assert_eq!(w.rule_count(), 0, "{}", w.firewall());
+}
+
 #[test]
 fn check_reports_what_was_deleted_by_hand_and_add_repairs_it() {
     let w = World::new();
