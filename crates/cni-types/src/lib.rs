@@ -6,7 +6,9 @@
 //! - [`skel`]: env, stdin, validation, verb dispatch, VERSION, logging.
 //! - [`delegate`]: running an IPAM plugin from CNI_PATH, with undo.
 //! - [`netns`]: work inside a network namespace without leaving threads there.
+//! - [`alloc`]: the allocator of the plugin binaries (short-lived, multi-threaded).
 
+pub mod alloc;
 pub mod args;
 pub mod config;
 pub mod delegate;

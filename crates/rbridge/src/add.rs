@@ -5,13 +5,15 @@
 //! the masquerade state and, through IPAM DEL, the allocation.
 
 use std::net::IpAddr;
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::Instant;
 
 use futures::future::{join_all, try_join_all};
 use ipnet::IpNet;
 
 use cni_netlink::packet::link::InfoBridgePort;
 use cni_netlink::{sysctl, BridgeSpec, Link, Netlink, PortVlan, RouteSpec, VethSpec};
-use cni_types::delegate::{self, Running, UndoAdd};
+use cni_types::delegate::{self, UndoAdd};
 use cni_types::error::{INTERFACE_EXISTS, INVALID_NETWORK_CONFIG, NETLINK_FAILURE};
 use cni_types::netns::NetNs;
 use cni_types::{Call, CniError, CniResult, Interface, Result, Route, Verb};
@@ -24,38 +26,95 @@ use cni_netlink::runtime;
 /// Index of the container interface in the result: bridge, host veth, container veth.
 pub const CONTAINER_INDEX: usize = 2;
 
-/// The IPAM ADD in flight and its undo. Fields drop in order: the child is reaped before the
-/// undo's DEL runs, so the DEL never races the ADD.
-struct IpamAdd<'a> {
-    running: Option<Running>,
-    undo: Option<UndoAdd<'a>>,
+/// The IPAM ADD in flight and its undo. A thread of its own waits for the IPAM plugin and, with
+/// `ipMasq`, goes straight on to the masquerade setup (files and a firewall check, 0.4-0.5 ms)
+/// with the addresses, beside the links being made. Dropped without `keep`, it joins that
+/// thread, tears down the masquerade it set up, then releases the address with IPAM DEL: a
+/// failed ADD leaves neither behind, and the DEL never races the ADD.
+struct IpamAdd<'scope> {
+    call: &'scope Call,
+    conf: &'scope BridgeConf,
+    waiter: Option<ScopedJoinHandle<'scope, IpamOutcome>>,
+    masq_set_up: bool,
+    undo: Option<UndoAdd<'scope>>,
 }
 
-impl<'a> IpamAdd<'a> {
-    fn start(call: &'a Call, name: &str) -> Result<IpamAdd<'a>> {
+/// What the IPAM waiter brings back.
+struct IpamOutcome {
+    result: Result<CniResult>,
+    /// When the IPAM plugin answered (for the timeline).
+    at: Instant,
+    /// The masquerade setup's outcome and when it was done, when it ran.
+    masq: Option<(Result<()>, Instant)>,
+}
+
+impl<'scope> IpamAdd<'scope> {
+    fn start(
+        s: &'scope Scope<'scope, '_>,
+        call: &'scope Call,
+        conf: &'scope BridgeConf,
+        name: &str,
+    ) -> Result<IpamAdd<'scope>> {
+        // Spawned from the calling thread (see `delegate::start`), waited for on the waiter.
         let running = delegate::start(call, name, Verb::Add, &call.stdin)?;
+        let waiter = s.spawn(move || {
+            let result = running.finish_add(call.version);
+            let at = Instant::now();
+            let masq = match &result {
+                Ok(r) if conf.ip_masq && !r.ips.is_empty() => {
+                    let addrs: Vec<IpNet> = r.ips.iter().map(|ip| ip.address).collect();
+                    Some((masq::setup(call, conf, &addrs), Instant::now()))
+                }
+                _ => None,
+            };
+            IpamOutcome { result, at, masq }
+        });
         Ok(IpamAdd {
-            running: Some(running),
+            call,
+            conf,
+            waiter: Some(waiter),
+            masq_set_up: false,
             undo: Some(UndoAdd::new(call, name)),
         })
     }
 
-    fn result(&mut self, call: &Call) -> Result<CniResult> {
-        let running = self.running.take().expect("IPAM result is taken once");
-        running.finish_add(call.version).inspect_err(|_| {
-            // As upstream: a failed IPAM ADD is not followed by IPAM DEL, which could release
-            // the address of a live attachment with the same container ID and ifname (an ADD
-            // retried after success, which host-local refuses as a duplicate).
+    /// Waits for the waiter (once; None after). A failed IPAM ADD is kept: as upstream, it is
+    /// not followed by IPAM DEL, which could release the address of a live attachment with the
+    /// same container ID and ifname (an ADD retried after success).
+    fn join(&mut self) -> Option<IpamOutcome> {
+        let outcome = self.waiter.take()?.join().unwrap_or_else(|_| IpamOutcome {
+            result: Err(CniError::io("IPAM waiter panicked")),
+            at: Instant::now(),
+            masq: None,
+        });
+        self.masq_set_up = outcome.masq.is_some();
+        if outcome.result.is_err() {
             self.keep();
-        })
+        }
+        Some(outcome)
     }
 
-    /// Keeps what IPAM did: on success, or when releasing it could hurt a live attachment.
+    /// Keeps what IPAM and the masquerade setup did: on success, or when undoing it could hurt
+    /// a live attachment (whose retried ADD got the same address and masquerade again).
     fn keep(&mut self) {
-        drop(self.running.take());
+        self.masq_set_up = false;
         if let Some(undo) = self.undo.take() {
             undo.disarm();
         }
+    }
+}
+
+impl Drop for IpamAdd<'_> {
+    fn drop(&mut self) {
+        self.join();
+        if self.masq_set_up && self.undo.is_some() {
+            if let Err(e) = masq::teardown(self.call, self.conf) {
+                self.call
+                    .logger
+                    .debug(format!("undo: masquerade teardown: {e}"));
+            }
+        }
+        // Then `undo` drops: IPAM DEL unless kept.
     }
 }
 
@@ -63,7 +122,6 @@ impl<'a> IpamAdd<'a> {
 #[derive(Default)]
 struct Undo {
     host_veth: Option<String>,
-    masq: bool,
     /// CNI_IFNAME exists in the pod as our veth on the bridge: the ADD was retried for a live
     /// attachment, and IPAM may have just handed out its address again.
     live_attachment: bool,
@@ -76,11 +134,6 @@ impl Undo {
         if let Some(name) = &self.host_veth {
             if let Err(e) = node.delete_link(name).await {
                 call.logger.debug(format!("undo: deleting {name}: {e}"));
-            }
-        }
-        if self.masq {
-            if let Err(e) = masq::teardown(call, conf) {
-                call.logger.debug(format!("undo: masquerade teardown: {e}"));
             }
         }
         // Only while no pod uses it: a concurrent ADD that already found it keeps it, or, in
@@ -104,35 +157,38 @@ pub fn add(call: &Call) -> Result<CniResult> {
     let conf = BridgeConf::from_call(call)?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;
-    let mut ipam = match &conf.ipam {
-        Some(name) => Some(IpamAdd::start(call, name)?),
-        None => None,
-    };
-    timeline.mark("ipam-started");
     let rt = runtime()?;
-    let mut undo = Undo::default();
-    let outcome = rt.block_on(async {
-        let node = Netlink::open(None)?;
-        let done = attach(
-            call,
-            &conf,
-            &pod_ns,
-            &node,
-            ipam.as_mut(),
-            &mut undo,
-            &mut timeline,
-        )
-        .await;
-        if done.is_err() {
-            undo.run(&node, call, &conf).await;
+    let outcome = std::thread::scope(|s| {
+        let mut ipam = match &conf.ipam {
+            Some(name) => Some(IpamAdd::start(s, call, &conf, name)?),
+            None => None,
+        };
+        timeline.mark("ipam-started");
+        let mut undo = Undo::default();
+        let outcome = rt.block_on(async {
+            let node = Netlink::open(None)?;
+            let done = attach(
+                call,
+                &conf,
+                &pod_ns,
+                &node,
+                ipam.as_mut(),
+                &mut undo,
+                &mut timeline,
+            )
+            .await;
+            if done.is_err() {
+                undo.run(&node, call, &conf).await;
+            }
+            done
+        });
+        if let (true, Some(ipam)) = (outcome.is_ok() || undo.live_attachment, ipam.as_mut()) {
+            ipam.keep();
         }
-        done
+        // Otherwise `ipam` drops here: waiter joined, masquerade torn down, IPAM DEL.
+        drop(ipam);
+        outcome
     });
-    if let (true, Some(ipam)) = (outcome.is_ok() || undo.live_attachment, ipam.as_mut()) {
-        ipam.keep();
-    }
-    // Otherwise `ipam` drops here: reaped, then released with IPAM DEL.
-    drop(ipam);
     timeline.mark("done");
     timeline.log(call);
     outcome
@@ -228,8 +284,13 @@ async fn attach(
 
     if let Some(ipam) = ipam {
         timeline.mark("links-ready");
-        let from_ipam = ipam.result(call)?;
-        timeline.mark("ipam-result");
+        let waited = ipam.join().expect("IPAM is waited for once");
+        timeline.mark_at("ipam-result", waited.at);
+        if let Some((_, at)) = &waited.masq {
+            timeline.mark_at("masquerade", *at);
+        }
+        let from_ipam = waited.result?;
+        timeline.mark("ipam-joined");
         if from_ipam.ips.is_empty() {
             return Err(CniError::new(
                 cni_types::error::DELEGATE_FAILED,
@@ -256,26 +317,12 @@ async fn attach(
         if result.ips.iter().any(|ip| !ip.is_v4()) {
             pod_ipv6_sysctls(&pod, pod_ns, &cont_link, conf.enable_dad).await?;
         }
-        // The masquerade state (files and a firewall check, 0.4-0.5 ms) is written beside the
-        // addresses and routes; it is always joined before anything returns or is undone.
-        let masq = conf.ip_masq.then(|| {
-            undo.masq = true;
-            let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-            let (call, conf) = (call.clone(), conf.clone());
-            std::thread::spawn(move || masq::setup(&call, &conf, &addrs))
-        });
-        let configured = futures::try_join!(
+        waited.masq.map_or(Ok(()), |(outcome, _)| outcome)?;
+        let ((), vlan_gateway) = futures::try_join!(
             configure_pod(&pod, &result, conf, cont_index, &call.ifname),
             configure_gateways(node, conf, &bridge, bridge_created, bridge_addrs, &gateways),
-        );
+        )?;
         timeline.mark("addresses-routes");
-        let masq = masq.map_or(Ok(()), |h| {
-            h.join()
-                .unwrap_or_else(|_| Err(CniError::io("masquerade setup panicked")))
-        });
-        timeline.mark("masquerade");
-        let vlan_gateway = configured?.1;
-        masq?;
         if let Some(v) = vlan_gateway {
             result.interfaces.push(Interface {
                 name: v.name.clone(),

@@ -237,8 +237,14 @@ fn check_notices_drift() {
 fn failed_add_leaves_nothing() {
     for combo in COMBOS {
         let w = World::new(combo.0, combo.1);
+        // Ours also undoes the masquerade, set up as soon as IPAM answered.
+        let masq = combo.0 == Bridge::Ours;
         // IPAM succeeds, then the pod rejects a route whose gateway is not on its subnet.
-        let mut conf = w.conf("1.0.0", Family::Dual, json!({"isGateway": true}));
+        let mut conf = w.conf(
+            "1.0.0",
+            Family::Dual,
+            json!({"isGateway": true, "ipMasq": masq}),
+        );
         conf["ipam"]["routes"] = json!([{"dst": "10.99.0.0/16", "gw": "192.168.255.1"}]);
         let pod = Netns::new("pod");
         let cid = container_id();
@@ -254,6 +260,7 @@ fn failed_add_leaves_nothing() {
             // Upstream leaves the veth behind here; ours leaves nothing.
             assert_detached(&w, Some(&pod));
             assert!(pod.addrs("eth0").is_empty());
+            assert!(!w.firewall().contains("10.22.0."), "{}", w.firewall());
         }
         w.del(Some(&pod), &cid, &conf).assert_ok();
 
@@ -284,7 +291,7 @@ fn failed_add_leaves_nothing() {
         let force = w.conf(
             "1.0.0",
             Family::V4,
-            json!({"isGateway": true, "forceAddress": true}),
+            json!({"isGateway": true, "forceAddress": true, "ipMasq": true}),
         );
         let result = w.add(&pod, &cid, &force).ok().clone();
         assert_eq!(w.node.addrs("cni0"), ["10.22.0.1/24"]);
@@ -297,6 +304,7 @@ fn failed_add_leaves_nothing() {
         assert_ne!(run.code, 0, "{combo:?}: {}", run.stdout);
         assert!(w.allocations().is_empty(), "{:?}", w.allocations());
         assert!(w.host_veths().is_empty(), "{:?}", w.host_veths());
+        assert!(!w.firewall().contains("10.22.0."), "{}", w.firewall());
         assert_eq!(pod.link("eth0").unwrap()["linkinfo"]["info_kind"], "bridge");
         assert_eq!(run.err_code(), Some(101), "{}", run.stdout);
         assert!(run.stdout.contains("already exists"), "{}", run.stdout);

@@ -553,6 +553,13 @@ fn debug_log_shows_where_add_spent_its_time() {
     for milestone in ["ipam-started", "veth", "ipam-result", "masquerade", "done"] {
         assert!(line.contains(&format!("{milestone}=")), "{line}");
     }
+    let line = text
+        .lines()
+        .find(|l| l.contains("DEL timeline"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for milestone in ["ipam", "links", "masquerade"] {
+        assert!(line.contains(&format!("{milestone}=")), "{line}");
+    }
     assert!(
         text.contains("verb=DEL") && text.contains("outcome=ok"),
         "{text}"

@@ -3,6 +3,9 @@ use std::path::PathBuf;
 use cni_types::skel::{run_or_subcommand, Subcommand};
 use rroutes::{host, RRoutes, INFO};
 
+#[global_allocator]
+static ALLOC: cni_types::alloc::PluginAlloc = cni_types::alloc::PluginAlloc;
+
 const SYNC: Subcommand = Subcommand {
     name: "sync",
     args: "--conflist FILE",
