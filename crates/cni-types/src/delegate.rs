@@ -335,6 +335,26 @@ mod tests {
         assert!(start(&call, "nope", Verb::Add, &call.stdin).is_err());
     }
 
+    /// A config larger than a pipe holds (a long prevResult, say) reaches the delegate whole.
+    #[test]
+    fn a_config_larger_than_a_pipe_reaches_the_delegate_whole() {
+        let p = Plugins::new("big");
+        p.add(
+            "fake",
+            &format!(
+                "cat > {}/stdin; echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.1.0.9/24\"}}]}}'",
+                p.0.display()
+            ),
+        );
+        let padding = "x".repeat(200 << 10);
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"rbridge","ipam":{{"type":"fake"}},"pad":"{padding}"}}"#
+        );
+        let call = p.call(&conf);
+        add(&call, "fake").unwrap();
+        assert_eq!(std::fs::read_to_string(p.0.join("stdin")).unwrap(), conf);
+    }
+
     #[test]
     fn undo_runs_del_unless_disarmed() {
         let p = Plugins::new("undo");
