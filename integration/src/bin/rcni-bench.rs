@@ -304,7 +304,7 @@ fn storm(which: Which, n: usize) -> Storm {
 }
 
 /// Pods timed at each scale point (one ADD and DEL each).
-const SCALE_RUNS: usize = 25;
+const SCALE_RUNS: usize = 60;
 
 /// Waits until the node is quiet: the pods just added announce themselves over IPv6 (DAD,
 /// router solicitations, MLD), which the bridge floods to every port, so right after adding
