@@ -72,6 +72,13 @@ fn bump(l: Layout) -> Option<*mut u8> {
     })
 }
 
+/// Is the block at `p` of `size` bytes the latest allocation in this thread's chunk (next, end)?
+/// It must lie in the chunk: a block of another thread's chunk can end exactly where this one
+/// starts.
+fn is_top(p: *mut u8, size: usize, next: usize, end: usize) -> bool {
+    end != 0 && p as usize >= end - CHUNK && p as usize + size == next
+}
+
 /// See the module documentation.
 pub struct PluginAlloc;
 
@@ -102,7 +109,7 @@ unsafe impl GlobalAlloc for PluginAlloc {
         }
         BUMP.with(|b| {
             let (next, end) = b.get();
-            if p as usize + l.size() == next {
+            if is_top(p, l.size(), next, end) {
                 b.set((p as usize, end));
             }
         })
@@ -115,7 +122,7 @@ unsafe impl GlobalAlloc for PluginAlloc {
         // The most recent allocation of this thread grows or shrinks in place when it fits.
         let in_place = BUMP.with(|b| {
             let (next, end) = b.get();
-            let fits = p as usize + l.size() == next && p as usize + new_size <= end;
+            let fits = is_top(p, l.size(), next, end) && p as usize + new_size <= end;
             if fits {
                 b.set((p as usize + new_size, end));
             }
@@ -212,6 +219,28 @@ mod tests {
             a.dealloc(top, layout(8, 8));
             a.dealloc(x, layout(SMALL + 1, 8));
         }
+    }
+
+    /// A block of the chunk below this thread's, freed here when this thread has given back
+    /// everything: it ends where this thread's next allocation would start, but is not ours.
+    #[test]
+    fn a_block_of_another_chunk_is_never_taken_back() {
+        // Some chunk below the one the next thread takes.
+        std::thread::spawn(|| unsafe { PluginAlloc.alloc(layout(8, 8)) as usize })
+            .join()
+            .unwrap();
+        std::thread::spawn(|| unsafe {
+            let a = PluginAlloc;
+            let x = a.alloc(layout(16, 8));
+            a.dealloc(x, layout(16, 8));
+            let below = x.sub(16);
+            assert!(in_region(below));
+            // Not written to: it belongs to another thread.
+            a.dealloc(below, layout(16, 8));
+            assert_eq!(a.alloc(layout(16, 8)), x);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
