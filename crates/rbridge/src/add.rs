@@ -1,6 +1,7 @@
 //! ADD. The IPAM plugin is started first and allocates while we build the bridge and the veth
 //! (created straight into the pod under its final name, host end already on the bridge and up);
-//! addresses and routes follow once its result arrives. Every step that changes state is undone
+//! a thread takes its result and writes the masquerade state meanwhile; addresses and routes
+//! follow once the links are ready. Every step that changes state is undone
 //! when a later one fails: the veth pair (which takes the pod's addresses and routes with it),
 //! the masquerade state and, through IPAM DEL, the allocation.
 
@@ -290,6 +291,7 @@ async fn attach(
             timeline.mark_at("masquerade", *at);
         }
         let from_ipam = waited.result?;
+        waited.masq.map_or(Ok(()), |(outcome, _)| outcome)?;
         timeline.mark("ipam-joined");
         if from_ipam.ips.is_empty() {
             return Err(CniError::new(
@@ -317,7 +319,6 @@ async fn attach(
         if result.ips.iter().any(|ip| !ip.is_v4()) {
             pod_ipv6_sysctls(&pod, pod_ns, &cont_link, conf.enable_dad).await?;
         }
-        waited.masq.map_or(Ok(()), |(outcome, _)| outcome)?;
         let ((), vlan_gateway) = futures::try_join!(
             configure_pod(&pod, &result, conf, cont_index, &call.ifname),
             configure_gateways(node, conf, &bridge, bridge_created, bridge_addrs, &gateways),
