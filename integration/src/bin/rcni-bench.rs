@@ -6,7 +6,8 @@
 //!   rcni-bench --workload     (runs each verb of our plugins, measures nothing)
 //!   rcni-bench --scale-ours 10,1000   (only our scale points, for profiling)
 //!
-//! `RCNI_BENCH_LOG=FILE` makes our plugins log at debug level to FILE (rbridge's ADD timeline).
+//! `RCNI_BENCH_LOG=FILE` makes our plugins log at debug level to FILE (rbridge's ADD and DEL
+//! timelines).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -344,8 +345,8 @@ fn settle() {
     );
 }
 
-/// ADD and DEL of one more pod (median of SCALE_RUNS) with `existing` pods already on the node, once
-/// the node is quiet.
+/// ADD and DEL of one more pod (median of SCALE_RUNS) with `existing` pods already on the node,
+/// once the node is quiet.
 fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
     let mut b = Bench::new(which);
     let mut existing: Vec<Pod> = Vec::new();
@@ -374,10 +375,10 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 /// the peer created in the pod, on the bridge, up (IPv6 off, as rbridge); address, link up and
 /// default route in the pod; the pod's address into the masquerade rule's set (as rmasq does);
 /// then the address out of the set and the host veth deleted. With `existing` pods on the node
-/// first (not timed), as the scale runs measure. Each timed pod's netns is deleted right after
-/// its DEL, as the runtime does in the plugin runs: the kernel tears a netns down in the
-/// background with RCU waits of its own, which lengthen the next veth deletion's (here by about
-/// half), so a floor without them would not be the same kernel work.
+/// first (not timed) and the node quiet, as the scale runs measure. Each timed pod's netns is
+/// deleted right after its DEL, as the runtime does in the plugin runs: the kernel tears a netns
+/// down in the background with RCU waits of its own, which lengthen the next veth deletion's
+/// (here by about half), so a floor without them would not be the same kernel work.
 fn floor(runs: usize, existing: usize) -> (f64, f64) {
     use cni_types::netns::NetNs;
     let node = Netns::new("bfloor");
