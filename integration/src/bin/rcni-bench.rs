@@ -228,36 +228,67 @@ struct Single {
     del_rss: BTreeMap<String, u64>,
 }
 
-fn single(which: Which, runs: usize) -> Single {
+/// Timings and peak memory of single-pod calls, gathered over rounds.
+#[derive(Default)]
+struct Samples {
+    adds: Vec<f64>,
+    dels: Vec<f64>,
+    add_rss: BTreeMap<String, u64>,
+    del_rss: BTreeMap<String, u64>,
+}
+
+impl Samples {
+    fn absorb(&mut self, other: Samples) {
+        self.adds.extend(other.adds);
+        self.dels.extend(other.dels);
+        for (into, from) in [
+            (&mut self.add_rss, other.add_rss),
+            (&mut self.del_rss, other.del_rss),
+        ] {
+            for (name, kib) in from {
+                let v = into.entry(name).or_default();
+                *v = (*v).max(kib);
+            }
+        }
+    }
+
+    fn summary(mut self) -> Single {
+        Single {
+            add_med: percentile(&mut self.adds, 0.5),
+            add_p99: percentile(&mut self.adds, 0.99),
+            del_med: percentile(&mut self.dels, 0.5),
+            del_p99: percentile(&mut self.dels, 0.99),
+            add_rss: self.add_rss,
+            del_rss: self.del_rss,
+        }
+    }
+}
+
+/// `runs` pods ADDed and DELed one at a time; with `rss`, five more traced for peak memory.
+fn single(which: Which, runs: usize, rss: bool) -> Samples {
     let mut b = Bench::new(which);
-    let (mut adds, mut dels) = (Vec::new(), Vec::new());
-    let (mut add_rss, mut del_rss) = (BTreeMap::new(), BTreeMap::new());
+    let mut out = Samples::default();
     // One warm-up pod creates the bridge and shared rules, as on a running node.
     let warm = b.pods(1).pop().unwrap();
     let (warm_pod, _, _) = b.add(warm.0, warm.1);
     for (ns, id) in b.pods(runs) {
         let (pod, t, _) = b.add(ns, id);
-        adds.push(ms(t));
+        out.adds.push(ms(t));
         let (t, _) = b.del(&pod);
-        dels.push(ms(t));
+        out.dels.push(ms(t));
     }
-    // Memory from separate traced calls, so that tracing costs no timing above.
-    b.rt.trace_rss = true;
-    for (ns, id) in b.pods(5) {
-        let (pod, _, execs) = b.add(ns, id);
-        peaks(&mut add_rss, &execs);
-        peaks(&mut del_rss, &b.del(&pod).1);
+    if rss {
+        // Memory from separate traced calls, so that tracing costs no timing above.
+        b.rt.trace_rss = true;
+        for (ns, id) in b.pods(5) {
+            let (pod, _, execs) = b.add(ns, id);
+            peaks(&mut out.add_rss, &execs);
+            peaks(&mut out.del_rss, &b.del(&pod).1);
+        }
+        b.rt.trace_rss = false;
     }
-    b.rt.trace_rss = false;
     b.del(&warm_pod);
-    Single {
-        add_med: percentile(&mut adds, 0.5),
-        add_p99: percentile(&mut adds, 0.99),
-        del_med: percentile(&mut dels, 0.5),
-        del_p99: percentile(&mut dels, 0.99),
-        add_rss,
-        del_rss,
-    }
+    out
 }
 
 struct Storm {
@@ -303,6 +334,9 @@ fn storm(which: Which, n: usize) -> Storm {
         del_p99: percentile(&mut del_times, 0.99),
     }
 }
+
+/// Rounds of the single-pod measurements (floor, ours, upstream in turn).
+const SINGLE_ROUNDS: usize = 4;
 
 /// Pods timed at each scale point (one ADD and DEL each).
 const SCALE_RUNS: usize = 60;
@@ -379,7 +413,7 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 /// deleted right after its DEL, as the runtime does in the plugin runs: the kernel tears a netns
 /// down in the background with RCU waits of its own, which lengthen the next veth deletion's
 /// (here by about half), so a floor without them would not be the same kernel work.
-fn floor(runs: usize, existing: usize) -> (f64, f64) {
+fn floor(runs: usize, existing: usize) -> (Vec<f64>, Vec<f64>) {
     use cni_types::netns::NetNs;
     let node = Netns::new("bfloor");
     let node_ns = NetNs::open(&node.path()).unwrap();
@@ -406,7 +440,7 @@ fn floor(runs: usize, existing: usize) -> (f64, f64) {
     out
 }
 
-fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (f64, f64) {
+fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<f64>) {
     use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
     use cni_types::netns::NetNs;
     use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
@@ -496,7 +530,7 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (f64, f64) {
             // As the runtime after DEL (see above).
             *pod = None;
         }
-        (percentile(&mut adds, 0.5), percentile(&mut dels, 0.5))
+        (adds, dels)
     })
 }
 
@@ -565,12 +599,25 @@ fn main() {
         }
     };
 
-    eprintln!("floor ({} runs)...", args.runs);
-    let (floor_add, floor_del) = floor(args.runs, 0);
-    eprintln!("one pod, ours ({} runs)...", args.runs);
-    let o = single(Which::Ours, args.runs);
-    eprintln!("one pod, upstream ({} runs)...", args.runs);
-    let u = single(Which::Upstream, args.runs);
+    // The floor, ours and upstream take turns, a few rounds of each, so that a slower or faster
+    // spell of a shared machine weighs on all three alike (their ratios are the targets).
+    let per_round = args.runs.div_ceil(SINGLE_ROUNDS);
+    let (mut floor_adds, mut floor_dels) = (Vec::new(), Vec::new());
+    let (mut o, mut u) = (Samples::default(), Samples::default());
+    for round in 0..SINGLE_ROUNDS {
+        eprintln!(
+            "one pod, round {}/{SINGLE_ROUNDS}: floor, ours, upstream ({per_round} runs each)...",
+            round + 1
+        );
+        let (a, d) = floor(per_round, 0);
+        floor_adds.extend(a);
+        floor_dels.extend(d);
+        o.absorb(single(Which::Ours, per_round, round == 0));
+        u.absorb(single(Which::Upstream, per_round, round == 0));
+    }
+    let floor_add = percentile(&mut floor_adds, 0.5);
+    let floor_del = percentile(&mut floor_dels, 0.5);
+    let (o, u) = (o.summary(), u.summary());
     rows.push(compared(
         "ADD median (ms)".into(),
         (o.add_med, u.add_med),
@@ -674,7 +721,14 @@ fn main() {
         ));
         // The kernel's own growth: the floor with as many pods already on its node.
         eprintln!("floor at scale {:?}...", args.scale);
-        let floors: Vec<(f64, f64)> = args.scale.iter().map(|&n| floor(SCALE_RUNS, n)).collect();
+        let floors: Vec<(f64, f64)> = args
+            .scale
+            .iter()
+            .map(|&n| {
+                let (mut a, mut d) = floor(SCALE_RUNS, n);
+                (percentile(&mut a, 0.5), percentile(&mut d, 0.5))
+            })
+            .collect();
         for (&n, (fa, fd)) in args.scale.iter().zip(&floors) {
             rows.push((
                 format!("floor ADD / DEL with {n} pods (ms)"),
