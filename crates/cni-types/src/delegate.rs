@@ -50,8 +50,8 @@ pub struct Running {
 /// the delegate runs (rbridge builds the veth while IPAM allocates). [`Running::finish`] collects
 /// the outcome; dropping it unfinished waits for the child, so none is left behind. Spawned from
 /// the calling thread, which waits until the child has exec'd (vfork, about 0.2 ms): spawning
-/// from a helper thread was measured slower, its allocations contending with the caller's for
-/// musl's malloc lock.
+/// from a helper thread was measured slower, on this 2-CPU machine a fresh thread often waits
+/// longer for a CPU than the spawn takes.
 pub fn start(call: &Call, name: &str, verb: Verb, stdin: &[u8]) -> Result<Running> {
     let binary = find_plugin(name, &call.path)?;
     let mut child = Command::new(&binary)

@@ -1,9 +1,9 @@
 //! ADD. The IPAM plugin is started first and allocates while we build the bridge and the veth
 //! (created straight into the pod under its final name, host end already on the bridge and up);
 //! a thread takes its result and writes the masquerade state meanwhile; addresses and routes
-//! follow once the links are ready. Every step that changes state is undone
-//! when a later one fails: the veth pair (which takes the pod's addresses and routes with it),
-//! the masquerade state and, through IPAM DEL, the allocation.
+//! follow once the links are ready. Every step that changes state is undone when a later one
+//! fails: the veth pair (which takes the pod's addresses and routes with it), the masquerade
+//! state and, through IPAM DEL, the allocation.
 
 use std::net::IpAddr;
 use std::thread::{Scope, ScopedJoinHandle};
@@ -36,6 +36,7 @@ struct IpamAdd<'scope> {
     call: &'scope Call,
     conf: &'scope BridgeConf,
     waiter: Option<ScopedJoinHandle<'scope, IpamOutcome>>,
+    /// The waiter ran the masquerade setup (undone on drop unless kept, i.e. `undo` is armed).
     masq_set_up: bool,
     undo: Option<UndoAdd<'scope>>,
 }
@@ -98,7 +99,6 @@ impl<'scope> IpamAdd<'scope> {
     /// Keeps what IPAM and the masquerade setup did: on success, or when undoing it could hurt
     /// a live attachment (whose retried ADD got the same address and masquerade again).
     fn keep(&mut self) {
-        self.masq_set_up = false;
         if let Some(undo) = self.undo.take() {
             undo.disarm();
         }
