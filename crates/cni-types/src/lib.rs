@@ -7,6 +7,7 @@
 //! - [`delegate`]: running an IPAM plugin from CNI_PATH, with undo.
 //! - [`netns`]: work inside a network namespace without leaving threads there.
 //! - [`alloc`]: the allocator of the plugin binaries (short-lived, multi-threaded).
+//! - [`spare`]: state files whose inodes are used again, so writes allocate nothing.
 
 pub mod alloc;
 pub mod args;
@@ -17,6 +18,7 @@ pub mod log;
 pub mod netns;
 pub mod result;
 pub mod skel;
+pub mod spare;
 pub mod validate;
 pub mod version;
 

@@ -10,7 +10,7 @@
 //!     index/.snapshot        every attachment's addresses at the last rebuild, sorted by key
 //!     index/<id>@<ifname>    an attachment's addresses since then ("<id>": old reservations)
 //!     marker                 the state of the store when the index was right (see below)
-//!     tmp/                   files being written; anything here under the lock is a leftover
+//!     spare/                 removed files, kept to be written again (`cni_types::spare`)
 //! ```
 //!
 //! The reservation files are the truth; the index is a cache that makes ADD, DEL and CHECK cost
@@ -26,15 +26,18 @@
 //! rebuilt from the files (read them all, write one snapshot): only then does the cost grow with
 //! the number of reservations, as upstream's does on every call. Entries are also verified
 //! against the file they name before use, and exclusivity never depends on the index at all:
-//! link(2) refuses a taken address.
+//! the rename that makes a reservation refuses a taken address.
 //!
-//! Nothing of ours can match upstream's DEL, which walks subdirectories and deletes any file whose
-//! trimmed content is `<id>\r\n<ifname>` or `<id>`: index files start with a header line holding
-//! spaces, which IDs and ifnames cannot contain. Only a temp file in tmp/ left by a crash can
-//! match, and deleting it is what we would do anyway.
+//! Upstream's DEL walks subdirectories and deletes any file whose trimmed content is
+//! `<id>\r\n<ifname>` or `<id>`. Index files cannot match: they start with a header line
+//! holding spaces, which IDs and ifnames cannot contain. A spare can (a released reservation
+//! keeps its content), and deleting it only costs us a spare. Upstream takes no other file
+//! for a reservation: it reads addresses from names, and spares are not named by addresses.
 //!
-//! Crash safety: a reservation is written to tmp/ first and link(2)ed to `<ip>`, so it appears
-//! whole or not at all, and link fails with EEXIST atomically if the address is taken. Every
+//! Crash safety: a reservation is written into a spare first and renamed to `<ip>` with
+//! `RENAME_NOREPLACE` (link(2) where the filesystem lacks it), so it appears whole or not at all,
+//! and the rename fails with EEXIST atomically if the address is taken. A release moves the file
+//! back to spare/, so after a node's peak of pods no call allocates or frees an inode. Every
 //! writer holds the lock, so an empty or unreadable `<ip>` seen under the lock is a leftover of a
 //! killed writer (upstream creates, then writes): it is reclaimed. The marker is written last; a
 //! kill before that leaves a marker that no longer matches, so the next call rebuilds. The marker
@@ -43,13 +46,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use cni_types::error::{CniError, Result, IO_FAILURE};
 use cni_types::log::Logger;
+use cni_types::spare::Spares;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::snapshot;
@@ -265,9 +269,8 @@ pub struct Store {
     dirty: bool,
     indexed: bool,
     rebuilds: u32,
-    tmp_seq: u32,
-    /// A temp file holding a reservation's content, kept across failed link attempts.
-    pending: Option<(PathBuf, Owner)>,
+    /// Where removed files go and new ones come from (see `cni_types::spare`).
+    spares: Spares,
 }
 
 impl Store {
@@ -298,19 +301,18 @@ impl Store {
         })?;
         point("locked");
         let meta = net.dir.join(META_DIR);
-        for d in [meta.clone(), meta.join("index"), meta.join("tmp")] {
+        for d in [meta.clone(), meta.join("index")] {
             mkdir(&d, false)?;
         }
         let mut store = Store {
             net,
-            meta,
             _lock: lock,
             logger: logger.clone(),
             dirty: false,
             indexed: false,
             rebuilds: 0,
-            tmp_seq: 0,
-            pending: None,
+            spares: Spares::new(meta.join("spare")),
+            meta,
         };
         store.clean_tmp()?;
         Ok(Some(store))
@@ -329,11 +331,15 @@ impl Store {
         self.meta.join("index")
     }
 
-    /// Temp files are only written under the lock, so whatever is there now was left by a kill.
+    /// Earlier versions wrote temp files in tmp/, only under the lock: whatever is there now was
+    /// left by a kill (one may still be linked to a reservation, so it must not be reused).
     fn clean_tmp(&mut self) -> Result<()> {
         let tmp = self.meta.join("tmp");
-        let entries =
-            fs::read_dir(&tmp).map_err(|e| io_err(format!("listing {}", tmp.display()), e))?;
+        let entries = match fs::read_dir(&tmp) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(format!("listing {}", tmp.display()), e)),
+        };
         let mut n = 0;
         for entry in entries.flatten() {
             let path = entry.path();
@@ -495,7 +501,9 @@ impl Store {
             matches!(snapshot::lookup(&snap, &name), Ok(Some(_)))
         };
         if ips.is_empty() && !in_snapshot() {
-            remove_if_exists(&path)?;
+            self.spares
+                .remove_file(&path)
+                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
         } else {
             let mut ips = ips.to_vec();
             ips.sort();
@@ -506,30 +514,19 @@ impl Store {
         Ok(())
     }
 
-    /// Takes `ip` for `owner`: true if it was free. The file appears whole or not at all.
+    /// Takes `ip` for `owner`: true if it was free. The file appears whole or not at all, and
+    /// a taken address is refused atomically, whoever took it.
     pub fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
-        let tmp = match &self.pending {
-            Some((path, o)) if o == owner => path.clone(),
-            _ => {
-                let path = self.new_tmp(&owner.to_bytes())?;
-                self.pending = Some((path.clone(), owner.clone()));
-                path
-            }
-        };
-        point("reservation-written");
         let target = self.net.ip_path(ip);
-        match fs::hard_link(&tmp, &target) {
-            Ok(()) => {
-                self.dirty = true;
-                point("reservation-linked");
-                self.pending = None;
-                remove_if_exists(&tmp)?;
-                point("reservation-tmp-removed");
-                Ok(true)
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io_err(format!("creating {}", target.display()), e)),
+        let taken = self
+            .spares
+            .write_new(&target, &owner.to_bytes())
+            .map_err(|e| io_err(format!("creating {}", target.display()), e))?;
+        if taken {
+            self.dirty = true;
+            point("reservation-written");
         }
+        Ok(taken)
     }
 
     /// Removes `<ip>` if (and only if) `owner` holds it, or it is a leftover.
@@ -539,7 +536,10 @@ impl Store {
             Slot::Leftover => {}
             _ => return Ok(false),
         }
-        remove_if_exists(&self.net.ip_path(ip))?;
+        let path = self.net.ip_path(ip);
+        self.spares
+            .remove_file(&path)
+            .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
         self.dirty = true;
         point("released");
         Ok(true)
@@ -552,23 +552,6 @@ impl Store {
         self.dirty = true;
         point("last-reserved-written");
         Ok(())
-    }
-
-    fn new_tmp(&mut self, content: &[u8]) -> Result<PathBuf> {
-        self.tmp_seq += 1;
-        let path = self
-            .meta
-            .join("tmp")
-            .join(format!("{}.{}", std::process::id(), self.tmp_seq));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|e| io_err(format!("creating {}", path.display()), e))?;
-        f.write_all(content)
-            .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
-        Ok(path)
     }
 
     /// Rewrites the small file `path` in place (write, then cut to length), for files rewritten
@@ -595,10 +578,11 @@ impl Store {
         }
     }
 
-    /// Replaces `path` whole (temp file, rename).
+    /// Replaces `path` whole (a spare written, then renamed).
     fn write_atomic(&mut self, path: &Path, content: &[u8]) -> Result<()> {
-        let tmp = self.new_tmp(content)?;
-        fs::rename(&tmp, path).map_err(|e| io_err(format!("writing {}", path.display()), e))
+        self.spares
+            .write(path, content)
+            .map_err(|e| io_err(format!("writing {}", path.display()), e))
     }
 
     /// The marker text for the store as it is now: (dev, inode, ctime) of the network dir and
@@ -656,9 +640,6 @@ impl Store {
     /// marker no longer matches and the next call rebuilds. A release behind our back is
     /// harmless: index entries are verified against the file they name before any use.
     pub fn close(mut self) -> Result<()> {
-        if let Some((tmp, _)) = self.pending.take() {
-            remove_if_exists(&tmp)?;
-        }
         if !self.dirty {
             return Ok(());
         }

@@ -10,11 +10,15 @@
 //! <dir>/verified/<id>                             iptables chains when the class's rules were
 //!                                                 last written or checked (a cache, see
 //!                                                 `iptables::fingerprint`)
+//! <dir>/spare/                                    removed files and member dirs, kept to be
+//!                                                 used again (`cni_types::spare`)
 //! ```
 //!
-//! Writes go through a temporary file and a rename; nothing is fsynced (a torn write after a
-//! power loss reads as a corrupt record, which DEL drops and GC sweeps). A pod whose class
-//! exists writes two files: its record and its owner entry.
+//! Writes go into a spare and then a rename; nothing is fsynced (a torn write after a power
+//! loss reads as a corrupt record, which DEL drops and GC sweeps). A pod whose class exists
+//! writes two files, its record and its owner entry, and (for a new address) makes a member
+//! dir; once the node has seen its peak of pods, all three come from spares and DEL moves them
+//! back, so no call allocates or frees an inode.
 //!
 //! An address (and with the last address, its class) is removed from the firewall only when no
 //! other attachment owns it, so a pod that reuses the address of a pod whose DEL never came keeps
@@ -23,10 +27,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use cni_types::error::{CniError, Context, Result, IO_FAILURE};
+use cni_types::spare::{find_entry, Spares};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +66,7 @@ pub fn owner_key(network: &str, container_id: &str, ifname: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    spares: Spares,
 }
 
 /// The store with its lock held; dropping it releases the lock.
@@ -74,20 +79,17 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))
 }
 
-/// Writes through a temporary file and rename, so readers never see half a file.
-/// Creates the parent directory if needed.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = match fs::write(&tmp, bytes) {
+/// Replaces `path` whole (a spare written, then renamed), creating its directory if needed.
+fn write_atomic(spares: &Spares, path: &Path, bytes: &[u8]) -> Result<()> {
+    let written = match spares.write(path, bytes) {
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let dir = path.parent().expect("state paths have a parent");
             fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
-            fs::write(&tmp, bytes)
+            spares.write(path, bytes)
         }
         r => r,
     };
-    written.map_err(|e| io_err("cannot write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err("cannot rename into", path, e))
+    written.map_err(|e| io_err("cannot write", path, e))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
@@ -113,56 +115,26 @@ fn remove_dir_if_empty(dir: &Path) {
 }
 
 /// True if `dir` has an entry whose name is not in `except`. Stops at the first such entry, so
-/// the cost does not grow with the size of the directory: it reads entries with getdents64 a
-/// few at a time (`fs::read_dir` asks for 32 KiB of them, i.e. a thousand members at once).
+/// the cost does not grow with the size of the directory.
 fn has_entry_except(dir: &Path, except: &[String]) -> Result<bool> {
-    let file = match File::open(dir) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_err("cannot list", dir, e)),
-    };
-    let mut buf = [0u8; 1024];
-    loop {
-        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                file.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io_err("cannot list", dir, std::io::Error::last_os_error()));
-        }
-        if n == 0 {
-            return Ok(false);
-        }
-        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-        let mut off = 0;
-        while off + 19 <= n as usize {
-            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-            if reclen < 19 || off + reclen > n as usize {
-                return Err(io_err("cannot list", dir, "malformed directory entry"));
-            }
-            let raw = &buf[off + 19..off + reclen];
-            let name = &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())];
-            let name = String::from_utf8_lossy(name);
-            if name != "."
-                && name != ".."
-                && !except.iter().any(|e| *e == name)
-                && !name.contains(".tmp")
-            {
-                return Ok(true);
-            }
-            off += reclen;
-        }
+    let found = find_entry(dir, |name, _| {
+        let name = name.to_string_lossy();
+        !except.iter().any(|e| *e == name) && !name.contains(".tmp")
+    });
+    match found {
+        Ok(found) => Ok(found.is_some()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("cannot list", dir, e)),
     }
 }
 
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Store {
-        Store { dir: dir.into() }
+        let dir = dir.into();
+        Store {
+            spares: Spares::new(dir.join("spare")),
+            dir,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -223,11 +195,11 @@ impl Locked<'_> {
     pub fn put_record(&self, r: &Record) -> Result<()> {
         let path = self.record_path(&r.network, &r.container_id, &r.ifname);
         let bytes = serde_json::to_vec(r).cni(IO_FAILURE, || "cannot encode state")?;
-        write_atomic(&path, &bytes)
+        write_atomic(&self.store.spares, &path, &bytes)
     }
 
     pub fn remove_record(&self, r: &Record) -> Result<()> {
-        remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
+        self.remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
     }
 
     /// Every record of `network` (for GC, which is rare; the only call that lists all pods).
@@ -257,7 +229,7 @@ impl Locked<'_> {
     pub fn put_class(&self, c: &Class) -> Result<()> {
         let path = self.class_path(&c.id);
         let bytes = serde_json::to_vec(c).cni(IO_FAILURE, || "cannot encode state")?;
-        write_atomic(&path, &bytes)
+        write_atomic(&self.store.spares, &path, &bytes)
     }
 
     pub fn remove_class(&self, id: &str) -> Result<()> {
@@ -278,7 +250,11 @@ impl Locked<'_> {
 
     /// Stores a fingerprint. Best effort: without it, the next ADD checks the rules again.
     pub fn put_verified(&self, id: &str, fingerprint: &str) {
-        let _ = write_atomic(&self.verified_path(id), fingerprint.as_bytes());
+        let _ = write_atomic(
+            &self.store.spares,
+            &self.verified_path(id),
+            fingerprint.as_bytes(),
+        );
     }
 
     /// Every class of `backend`: one per network, subnet and policy, however many pods.
@@ -317,24 +293,43 @@ impl Locked<'_> {
     }
 
     pub fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
+        let spares = &self.store.spares;
         let dir = self.member_dir(class, addr);
         let path = dir.join(owner);
-        if let Err(e) = File::create(&path) {
+        if let Err(e) = spares.write(&path, b"") {
             if e.kind() != ErrorKind::NotFound {
                 return Err(io_err("cannot create", &path, e));
             }
-            fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
-            File::create(&path).map_err(|e| io_err("cannot create", &path, e))?;
+            let class_dir = dir.parent().expect("member dirs have a parent");
+            fs::create_dir_all(class_dir).map_err(|e| io_err("cannot create", class_dir, e))?;
+            spares
+                .create_dir(&dir)
+                .map_err(|e| io_err("cannot create", &dir, e))?;
+            spares
+                .write(&path, b"")
+                .map_err(|e| io_err("cannot create", &path, e))?;
         }
         Ok(())
     }
 
     pub fn remove_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
         let dir = self.member_dir(class, addr);
-        remove_file(&dir.join(owner))?;
-        remove_dir_if_empty(&dir);
+        self.remove_file(&dir.join(owner))?;
+        self.store
+            .spares
+            .remove_dir(&dir)
+            .map_err(|e| io_err("cannot remove", &dir, e))?;
         remove_dir_if_empty(dir.parent().expect("member dirs have a parent"));
         Ok(())
+    }
+
+    /// Removes a file, keeping its inode for the next write.
+    fn remove_file(&self, path: &Path) -> Result<()> {
+        self.store
+            .spares
+            .remove_file(path)
+            .map(|_| ())
+            .map_err(|e| io_err("cannot remove", path, e))
     }
 
     /// Owner files of `network` whose attachment has no record (left by a crash between writes),

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use cni_testkit::{temp_dir, TempDir};
@@ -72,7 +73,7 @@ fn file_names_are_gos_ip_strings() {
 }
 
 #[test]
-fn reservation_is_exactly_upstreams_file_and_nothing_is_left_in_tmp() {
+fn reservation_is_exactly_upstreams_file_and_nothing_is_left_beside_it() {
     let data = temp_dir("rhl-store");
     let mut s = open(&data);
     let o = Owner::new("c1", "eth0");
@@ -97,11 +98,33 @@ fn reservation_is_exactly_upstreams_file_and_nothing_is_left_in_tmp() {
         .mode();
     assert_eq!(mode & 0o777, 0o644);
     assert!(net(&data).join("lock").is_file());
+    // Both files came fresh (no spares yet) and nothing is left beside them.
+    let spares = net(&data).join(META_DIR).join("spare");
+    assert_eq!(fs::read_dir(spares).map_or(0, |d| d.count()), 0);
+    assert!(!net(&data).join(META_DIR).join("tmp").exists());
+}
+
+#[test]
+fn a_released_reservation_serves_the_next_one_without_a_new_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let data = temp_dir("rhl-store");
+    let (a, b) = (Owner::new("a", "eth0"), Owner::new("b", "eth0"));
+    let mut s = open(&data);
+    assert!(s.reserve(ip("10.1.0.2"), &a).unwrap());
+    let first = fs::metadata(net(&data).join("10.1.0.2")).unwrap().ino();
+    assert!(s.release(ip("10.1.0.2"), &a).unwrap());
+    assert!(!net(&data).join("10.1.0.2").exists());
+    assert!(s.reserve(ip("10.1.0.3"), &b).unwrap());
+    let file = net(&data).join("10.1.0.3");
+    assert_eq!(fs::metadata(&file).unwrap().ino(), first);
+    assert_eq!(fs::read(&file).unwrap(), b"b\r\neth0");
+    // A taken address is refused, and the holder's file stays as it was.
+    assert!(!s.reserve(ip("10.1.0.3"), &a).unwrap());
+    assert_eq!(fs::read(&file).unwrap(), b"b\r\neth0");
+    s.close().unwrap();
     assert_eq!(
-        fs::read_dir(net(&data).join(META_DIR).join("tmp"))
-            .unwrap()
-            .count(),
-        0
+        NetworkDir::new(&data, "net").slot(ip("10.1.0.3")).unwrap(),
+        Slot::Held(b)
     );
 }
 
@@ -313,7 +336,9 @@ fn leftovers_and_temp_files_of_killed_writers_are_reclaimed() {
     // Upstream killed between create and write; our temp file of a killed call.
     fs::write(net(&data).join("10.1.0.7"), b"").unwrap();
     fs::write(net(&data).join("fd00::7"), b"\n").unwrap();
+    // (Earlier versions wrote their temp files in tmp/.)
     let tmp = net(&data).join(META_DIR).join("tmp").join("123.1");
+    fs::create_dir(tmp.parent().unwrap()).unwrap();
     fs::write(&tmp, b"c9\r\neth0").unwrap();
     // Not reservations: left alone.
     fs::create_dir(net(&data).join("10.1.0.8")).unwrap();
