@@ -158,13 +158,14 @@ pub fn add(call: &Call) -> Result<CniResult> {
     let conf = BridgeConf::from_call(call)?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;
-    let rt = runtime()?;
     let outcome = std::thread::scope(|s| {
         let mut ipam = match &conf.ipam {
             Some(name) => Some(IpamAdd::start(s, call, &conf, name)?),
             None => None,
         };
         timeline.mark("ipam-started");
+        // After the spawn: the IPAM plugin is on the critical path, the runtime is not.
+        let rt = runtime()?;
         let mut undo = Undo::default();
         let outcome = rt.block_on(async {
             let node = Netlink::open(None)?;

@@ -286,23 +286,34 @@ impl Store {
         if !create && !net.exists() {
             return Ok(None);
         }
-        mkdir(&net.dir, true)?;
         let lock_path = net.dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&lock_path)
-            .map_err(|e| io_err(format!("opening {}", lock_path.display()), e))?;
+        let open_lock = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(&lock_path)
+        };
+        // The dirs are made when missing, not checked on every call.
+        let lock = match open_lock() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                mkdir(&net.dir, true)?;
+                open_lock()
+            }
+            r => r,
+        }
+        .map_err(|e| io_err(format!("opening {}", lock_path.display()), e))?;
         let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| {
             CniError::new(IO_FAILURE, format!("locking {}: {e}", lock_path.display()))
         })?;
         point("locked");
         let meta = net.dir.join(META_DIR);
-        for d in [meta.clone(), meta.join("index")] {
-            mkdir(&d, false)?;
+        if !meta.join("index").is_dir() {
+            for d in [meta.clone(), meta.join("index")] {
+                mkdir(&d, false)?;
+            }
         }
         let mut store = Store {
             net,
@@ -569,13 +580,23 @@ impl Store {
             .mode(0o644)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(path);
-        match f {
-            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f
-                .write_all_at(content, 0)
-                .and_then(|()| f.set_len(content.len() as u64))
-                .map_err(|e| io_err(format!("writing {}", path.display()), e)),
-            _ => self.write_atomic(path, content),
-        }
+        let file = f.ok().and_then(|f| {
+            let m = f.metadata().ok().filter(|m| m.is_file())?;
+            Some((f, m.len()))
+        });
+        let Some((f, len)) = file else {
+            return self.write_atomic(path, content);
+        };
+        f.write_all_at(content, 0)
+            .and_then(|()| {
+                // Cut only when shorter: even a truncation to the same length dirties the inode.
+                if len > content.len() as u64 {
+                    f.set_len(content.len() as u64)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| io_err(format!("writing {}", path.display()), e))
     }
 
     /// Replaces `path` whole (a spare written, then renamed).

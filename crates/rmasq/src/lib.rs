@@ -148,7 +148,8 @@ impl Masq {
         let mut unsaved: Vec<&Class> = Vec::new();
         for (c, addr) in &pairs {
             if !plan.ensure.iter().any(|(e, _)| e.id == c.id) {
-                let saved = l.class(&c.id)?;
+                // Classes of other backends have other ids, so `live` holds every saved one.
+                let saved = plan.live.iter().find(|x| x.id == c.id).cloned();
                 let fresh = saved.is_none() || !l.other_members(&c.id, &[])?;
                 if saved.as_ref() != Some(c) {
                     unsaved.push(c);
