@@ -350,7 +350,9 @@ fn chains(c: &Class) -> Vec<(&'static str, String)> {
 /// - iptables-legacy tables (those in `/proc/net/ip{,6}_tables_names`): entry count, size and
 ///   hook offsets from `IPT_SO_GET_INFO` (a rule replaced by one of the same size goes
 ///   unnoticed there; legacy has no generation counter);
-/// - the boot and the netns, so a fingerprint never outlives either.
+/// - the boot and the netns, so a fingerprint never outlives either;
+/// - nf_tables' ruleset generation (a `gen` line), read before the chains, so that
+///   [`unchanged`] can tell without reading them again that no nf_tables chain changed since.
 ///
 /// None if it cannot be read: then the rules are always checked.
 pub fn fingerprint(c: &Class) -> Option<String> {
@@ -359,16 +361,12 @@ pub fn fingerprint(c: &Class) -> Option<String> {
 
 /// [`fingerprint`] on an open socket.
 pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
+    let gen = nl.generation().ok()?;
+    let mut fp = format!("{}gen {gen}\n", whereabouts()?);
     let v4 = c.is_v4();
-    let wanted = chains(c);
-    let mut fp = String::new();
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    // thread-self: a library caller may have moved only this thread into the netns.
-    let ns = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
-    let _ = writeln!(fp, "boot {} netns {}:{}", boot.trim(), ns.dev(), ns.ino());
     let family = if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
     let tables = nl.dump(nfnl::NFT_MSG_GETTABLE, family, &[]).ok()?;
-    for (table, chain) in &wanted {
+    for (table, chain) in &chains(c) {
         let handle = tables.iter().find_map(|p| {
             let a = nfnl::payload_attrs(p);
             (a.str(nfnl::NFTA_TABLE_NAME) == Some(table)).then(|| a.be64(nfnl::NFTA_TABLE_HANDLE))
@@ -398,19 +396,71 @@ pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
             None => fp.push_str(" none\n"),
         }
     }
+    fp.push_str(&legacy_fingerprint(c)?);
+    Some(fp)
+}
+
+/// Whether `stored` (a [`fingerprint`] of `c`'s chains) still holds: None when the chains
+/// changed or cannot be read. With `quick`, where nf_tables' generation has not moved since the
+/// fingerprint was taken (no nf_tables transaction at all), only the boot, netns and legacy
+/// lines are compared and no chain is read; where it moved but the chains are the same, the
+/// fresh fingerprint comes back (`Some(Some(_))`) to be stored, so the next check is quick
+/// again. Callers whose own pods change nf_tables (the nftables backend) pass `quick: false`:
+/// the generation moves on every pod there, and storing it each time would cost a write.
+pub fn unchanged(nl: &mut Nfnl, c: &Class, stored: &str, quick: bool) -> Option<Option<String>> {
+    if quick {
+        let gen = nl.generation().ok()?;
+        let legacy = |fp: &str| -> Vec<String> {
+            fp.lines()
+                .filter(|l| l.starts_with("legacy "))
+                .map(str::to_string)
+                .collect()
+        };
+        let head = format!("{}gen {gen}\n", whereabouts()?);
+        if stored.starts_with(&head) && legacy(stored) == legacy(&legacy_fingerprint(c)?) {
+            return Some(None);
+        }
+    }
+    let without_gen = |fp: &str| -> Vec<String> {
+        fp.lines()
+            .filter(|l| !l.starts_with("gen "))
+            .map(str::to_string)
+            .collect()
+    };
+    let fresh = fingerprint_with(nl, c)?;
+    (without_gen(&fresh) == without_gen(stored)).then_some(quick.then_some(fresh))
+}
+
+/// The boot and the netns of the calling thread, as the first line of a fingerprint.
+fn whereabouts() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    // thread-self: a library caller may have moved only this thread into the netns.
+    let ns = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    Some(format!(
+        "boot {} netns {}:{}\n",
+        boot.trim(),
+        ns.dev(),
+        ns.ino()
+    ))
+}
+
+/// The `legacy` lines of a fingerprint: one per loaded iptables-legacy table holding `c`'s rules.
+fn legacy_fingerprint(c: &Class) -> Option<String> {
+    let v4 = c.is_v4();
     let names = if v4 {
         "/proc/thread-self/net/ip_tables_names"
     } else {
         "/proc/thread-self/net/ip6_tables_names"
     };
-    let legacy = std::fs::read_to_string(names).unwrap_or_default();
+    let loaded = std::fs::read_to_string(names).unwrap_or_default();
+    let mut fp = String::new();
     let mut seen: Vec<&str> = Vec::new();
-    for (table, _) in &wanted {
+    for (table, _) in &chains(c) {
         if seen.contains(table) {
             continue;
         }
         seen.push(table);
-        if legacy.lines().any(|l| l.trim() == *table) {
+        if loaded.lines().any(|l| l.trim() == *table) {
             let _ = writeln!(fp, "legacy {table} {}", legacy_info(v4, table)?);
         }
     }

@@ -264,9 +264,19 @@ impl Masq {
             return Ok(());
         }
         for c in with_iptables {
-            let now = fingerprint(nl, c);
-            if now.is_some() && now == l.verified(&c.id) {
-                continue;
+            // The nftables backend's pods change nf_tables themselves (see `unchanged`).
+            let quick = kind == BackendKind::Iptables;
+            let verdict = match (nl.as_mut(), l.verified(&c.id)) {
+                (Some(nl), Some(stored)) => iptables::unchanged(nl, c, &stored, quick),
+                _ => None,
+            };
+            match verdict {
+                Some(None) => continue,
+                Some(Some(fresh)) => {
+                    l.put_verified(&c.id, &fresh);
+                    continue;
+                }
+                None => {}
             }
             iptables::ensure_existing(c)?;
             if let Some(fp) = fingerprint(nl, c) {

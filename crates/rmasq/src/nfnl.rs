@@ -31,6 +31,10 @@ pub const NFT_MSG_GETRULE: u8 = 7;
 pub const NFT_MSG_NEWSETELEM: u8 = 12;
 pub const NFT_MSG_GETSETELEM: u8 = 13;
 pub const NFT_MSG_DELSETELEM: u8 = 14;
+pub const NFT_MSG_NEWGEN: u8 = 15;
+pub const NFT_MSG_GETGEN: u8 = 16;
+/// NFTA_GEN_ID: the ruleset generation (be32) in NFT_MSG_NEWGEN.
+pub const NFTA_GEN_ID: u16 = 1;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -405,6 +409,36 @@ impl Nfnl {
             None => Err(bad(
                 "nf_tables did not acknowledge every set element operation",
             )),
+        }
+    }
+
+    /// The ruleset generation of the socket's netns: every nf_tables transaction (by nft,
+    /// iptables-nft or us) bumps it.
+    pub fn generation(&mut self) -> io::Result<u32> {
+        let seq = self.next_seq(1);
+        let mut b = Builder::new();
+        b.begin(nft_type(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0, 0);
+        b.end();
+        self.send(&b.into_bytes())?;
+        loop {
+            let Some(buf) = self.recv()? else {
+                return Err(bad("nf_tables did not answer NFT_MSG_GETGEN"));
+            };
+            for m in messages(buf) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                if let Some(errno) = m.error() {
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+                if m.ty == nft_type(NFT_MSG_NEWGEN) {
+                    return m
+                        .attrs()
+                        .be32(NFTA_GEN_ID)
+                        .ok_or_else(|| bad("NFT_MSG_NEWGEN without NFTA_GEN_ID"));
+                }
+            }
         }
     }
 

@@ -244,6 +244,40 @@ fn iptables_changes_by_hand_are_noticed_and_repaired() {
     );
 }
 
+/// nf_tables' generation moves with any table's change: the iptables backend then reads the
+/// class's chains again, finds them as they were and stays quiet (storing the new generation),
+/// and a change made after that is still noticed.
+#[test]
+fn iptables_classes_stay_quiet_through_other_nf_tables_changes() {
+    let w = World::new();
+    let tools = Tools::new();
+    let first = pod(&w, "iptables", 0);
+    call(&w, &tools, "ADD", "c0", &first).ok();
+    tools.take();
+    let id = class_id("iptables", "10.77.0.2/24");
+    let gen = || {
+        let fp = std::fs::read_to_string(w.state.join("verified").join(&id)).unwrap();
+        fp.lines()
+            .find(|l| l.starts_with("gen "))
+            .unwrap()
+            .to_string()
+    };
+    for n in 1..4 {
+        let before = gen();
+        w.node.sh(&format!("nft add table inet elsewhere{n}"));
+        call(&w, &tools, "ADD", &format!("c{n}"), &pod(&w, "iptables", n)).ok();
+        assert_eq!(tools.take(), Vec::<String>::new(), "ADD of pod {n}");
+        assert_ne!(gen(), before, "the moved generation is stored");
+    }
+    let chain = format!("RMASQ-{id}");
+    w.node.sh(&format!(
+        "iptables -w -t nat -D {chain} -d 169.254.0.0/16 -j RETURN"
+    ));
+    call(&w, &tools, "ADD", "c9", &pod(&w, "iptables", 9)).ok();
+    assert!(!tools.take().is_empty(), "the deleted rule went unnoticed");
+    call(&w, &tools, "CHECK", "c0", &first).assert_ok();
+}
+
 /// iptables-legacy keeps no rule handles: its fingerprint is the tables' entry count and size.
 #[test]
 fn iptables_legacy_changes_are_noticed_and_repaired() {
