@@ -1,13 +1,13 @@
 //! ADD. The IPAM plugin is started first and allocates while we build the bridge and the veth
 //! (created straight into the pod under its final name, host end already on the bridge and up);
-//! a thread takes its result and writes the masquerade state meanwhile; addresses and routes
-//! follow once the links are ready. Every step that changes state is undone when a later one
+//! a thread takes its result, hands it over and writes the masquerade state while addresses
+//! and routes are configured once the links are ready. Every step that changes state is undone when a later one
 //! fails: the veth pair (which takes the pod's addresses and routes with it), the masquerade
 //! state and, through IPAM DEL, the allocation.
 
 use std::net::IpAddr;
-use std::thread::{Scope, ScopedJoinHandle};
-use std::time::Instant;
+use std::sync::mpsc::{sync_channel, Receiver, RecvError, TryRecvError};
+use std::time::{Duration, Instant};
 
 use futures::future::{join_all, try_join_all};
 use ipnet::IpNet;
@@ -27,73 +27,102 @@ use cni_netlink::runtime;
 /// Index of the container interface in the result: bridge, host veth, container veth.
 pub const CONTAINER_INDEX: usize = 2;
 
-/// The IPAM ADD in flight and its undo. A thread of its own waits for the IPAM plugin and, with
-/// `ipMasq`, goes straight on to the masquerade setup (files and a firewall check, 0.4-0.5 ms)
-/// with the addresses, beside the links being made. Dropped without `keep`, it joins that
-/// thread, tears down the masquerade it set up, then releases the address with IPAM DEL: a
-/// failed ADD leaves neither behind, and the DEL never races the ADD.
-struct IpamAdd<'scope> {
-    call: &'scope Call,
-    conf: &'scope BridgeConf,
-    waiter: Option<ScopedJoinHandle<'scope, IpamOutcome>>,
+/// The IPAM ADD in flight and its undo. A thread of its own waits for the IPAM plugin, hands its
+/// result over at once (the addresses and routes go on while it works on), then, with
+/// `ipMasq`, does the masquerade setup (files and a firewall check, 0.3-0.5 ms) with the
+/// addresses and hands its outcome over too. The thread is not joined: what it does after that
+/// (exit, unmap its stacks) is off the critical path, and the process exit ends it. Dropped
+/// without `keep`, it waits for that outcome, tears down the masquerade set up, then releases
+/// the address with IPAM DEL: a failed ADD leaves neither behind, and the DEL never races the
+/// ADD.
+struct IpamAdd<'a> {
+    call: &'a Call,
+    conf: &'a BridgeConf,
+    /// The IPAM plugin's answer and when it came.
+    answer: Receiver<(Result<CniResult>, Instant)>,
+    /// The masquerade setup's outcome, until taken.
+    masquerade: Option<Receiver<Masquerade>>,
     /// The waiter ran the masquerade setup (undone on drop unless kept, i.e. `undo` is armed).
     masq_set_up: bool,
-    undo: Option<UndoAdd<'scope>>,
+    undo: Option<UndoAdd<'a>>,
 }
 
-/// What the IPAM waiter brings back.
-struct IpamOutcome {
-    result: Result<CniResult>,
-    /// When the IPAM plugin answered (for the timeline).
-    at: Instant,
-    /// The masquerade setup's outcome and when it was done, when it ran.
-    masq: Option<(Result<()>, Instant)>,
+/// The masquerade setup's outcome and when it was done, when it ran.
+type Masquerade = Option<(Result<()>, Instant)>;
+
+/// How long [`recv_soon`] polls before it blocks.
+const POLL_FOR: Duration = Duration::from_millis(2);
+
+/// Receives from `rx`, polling for a while (yielding the CPU to anything else runnable) before
+/// blocking. The waits here are a fraction of a millisecond, and a thread that blocks is woken
+/// on a CPU that went idle meanwhile: in a VM, whose idle vCPUs halt, that wake-up alone took
+/// 0.1-0.2 ms (rbridge's debug timeline, between the waiter's send and the receive).
+fn recv_soon<T>(rx: &Receiver<T>) -> std::result::Result<T, RecvError> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(TryRecvError::Disconnected) => return Err(RecvError),
+            Err(TryRecvError::Empty) if start.elapsed() < POLL_FOR => std::thread::yield_now(),
+            Err(TryRecvError::Empty) => return rx.recv(),
+        }
+    }
 }
 
-impl<'scope> IpamAdd<'scope> {
-    fn start(
-        s: &'scope Scope<'scope, '_>,
-        call: &'scope Call,
-        conf: &'scope BridgeConf,
-        name: &str,
-    ) -> Result<IpamAdd<'scope>> {
+impl<'a> IpamAdd<'a> {
+    fn start(call: &'a Call, conf: &'a BridgeConf, name: &str) -> Result<IpamAdd<'a>> {
         // Spawned from the calling thread (see `delegate::start`), waited for on the waiter.
         let running = delegate::start(call, name, Verb::Add, &call.stdin)?;
-        let waiter = s.spawn(move || {
-            let result = running.finish_add(call.version);
-            let at = Instant::now();
-            let masq = match &result {
-                Ok(r) if conf.ip_masq && !r.ips.is_empty() => {
-                    let addrs: Vec<IpNet> = r.ips.iter().map(|ip| ip.address).collect();
-                    Some((masq::setup(call, conf, &addrs), Instant::now()))
-                }
-                _ => None,
-            };
-            IpamOutcome { result, at, masq }
-        });
+        // Armed before the waiter exists: if it cannot be started, the IPAM plugin is reaped
+        // (dropping `running`) and its allocation released.
+        let undo = UndoAdd::new(call, name);
+        let (answer_tx, answer) = sync_channel(1);
+        let (masq_tx, masquerade) = sync_channel(1);
+        let setup = conf.ip_masq.then(|| masq::Setup::new(call, conf));
+        let version = call.version;
+        std::thread::Builder::new()
+            .spawn(move || {
+                let result = running.finish_add(version);
+                let addrs: Option<Vec<IpNet>> = match &result {
+                    Ok(r) if !r.ips.is_empty() => Some(r.ips.iter().map(|ip| ip.address).collect()),
+                    _ => None,
+                };
+                let _ = answer_tx.send((result, Instant::now()));
+                let masq = match (setup, addrs) {
+                    (Some(setup), Some(addrs)) => Some((setup.run(&addrs), Instant::now())),
+                    _ => None,
+                };
+                let _ = masq_tx.send(masq);
+            })
+            .map_err(|e| CniError::io(format!("cannot start the IPAM waiter: {e}")))?;
         Ok(IpamAdd {
             call,
             conf,
-            waiter: Some(waiter),
+            answer,
+            masquerade: Some(masquerade),
             masq_set_up: false,
-            undo: Some(UndoAdd::new(call, name)),
+            undo: Some(undo),
         })
     }
 
-    /// Waits for the waiter (once; None after). A failed IPAM ADD is kept: as upstream, it is
-    /// not followed by IPAM DEL, which could release the address of a live attachment with the
-    /// same container ID and ifname (an ADD retried after success).
-    fn join(&mut self) -> Option<IpamOutcome> {
-        let outcome = self.waiter.take()?.join().unwrap_or_else(|_| IpamOutcome {
-            result: Err(CniError::io("IPAM waiter panicked")),
-            at: Instant::now(),
-            masq: None,
-        });
-        self.masq_set_up = outcome.masq.is_some();
-        if outcome.result.is_err() {
+    /// The IPAM plugin's answer, as soon as there is one. A failed IPAM ADD is kept: as
+    /// upstream, it is not followed by IPAM DEL, which could release the address of a live
+    /// attachment with the same container ID and ifname (an ADD retried after success).
+    fn answer(&mut self) -> (Result<CniResult>, Instant) {
+        let answer = recv_soon(&self.answer)
+            .unwrap_or_else(|_| (Err(CniError::io("IPAM waiter panicked")), Instant::now()));
+        if answer.0.is_err() {
             self.keep();
         }
-        Some(outcome)
+        answer
+    }
+
+    /// Waits for the waiter's masquerade setup to be over (once; None after).
+    fn masquerade(&mut self) -> Option<Masquerade> {
+        let masq = recv_soon(&self.masquerade.take()?)
+            .unwrap_or_else(|_| Some((Err(CniError::io("IPAM waiter panicked")), Instant::now())));
+        self.masq_set_up = masq.is_some();
+        Some(masq)
     }
 
     /// Keeps what IPAM and the masquerade setup did: on success, or when undoing it could hurt
@@ -107,7 +136,7 @@ impl<'scope> IpamAdd<'scope> {
 
 impl Drop for IpamAdd<'_> {
     fn drop(&mut self) {
-        self.join();
+        self.masquerade();
         if self.masq_set_up && self.undo.is_some() {
             if let Err(e) = masq::teardown(self.call, self.conf) {
                 self.call
@@ -158,9 +187,9 @@ pub fn add(call: &Call) -> Result<CniResult> {
     let conf = BridgeConf::from_call(call)?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;
-    let outcome = std::thread::scope(|s| {
+    let mut attach_all = || {
         let mut ipam = match &conf.ipam {
-            Some(name) => Some(IpamAdd::start(s, call, &conf, name)?),
+            Some(name) => Some(IpamAdd::start(call, &conf, name)?),
             None => None,
         };
         timeline.mark("ipam-started");
@@ -187,10 +216,11 @@ pub fn add(call: &Call) -> Result<CniResult> {
         if let (true, Some(ipam)) = (outcome.is_ok() || undo.live_attachment, ipam.as_mut()) {
             ipam.keep();
         }
-        // Otherwise `ipam` drops here: waiter joined, masquerade torn down, IPAM DEL.
+        // Otherwise `ipam` drops here: masquerade setup waited for and torn down, IPAM DEL.
         drop(ipam);
         outcome
-    });
+    };
+    let outcome = attach_all();
     timeline.mark("done");
     timeline.log(call);
     outcome
@@ -286,14 +316,9 @@ async fn attach(
 
     if let Some(ipam) = ipam {
         timeline.mark("links-ready");
-        let waited = ipam.join().expect("IPAM is waited for once");
-        timeline.mark_at("ipam-result", waited.at);
-        if let Some((_, at)) = &waited.masq {
-            timeline.mark_at("masquerade", *at);
-        }
-        let from_ipam = waited.result?;
-        waited.masq.map_or(Ok(()), |(outcome, _)| outcome)?;
-        timeline.mark("ipam-joined");
+        let (from_ipam, at) = ipam.answer();
+        timeline.mark_at("ipam-result", at);
+        let from_ipam = from_ipam?;
         if from_ipam.ips.is_empty() {
             return Err(CniError::new(
                 cni_types::error::DELEGATE_FAILED,
@@ -325,6 +350,12 @@ async fn attach(
             configure_gateways(node, conf, &bridge, bridge_created, bridge_addrs, &gateways),
         )?;
         timeline.mark("addresses-routes");
+        // The masquerade, set up meanwhile: in place before ADD returns, as upstream's.
+        if let Some(Some((masq, at))) = ipam.masquerade() {
+            timeline.mark_at("masquerade", at);
+            masq?;
+        }
+        timeline.mark("ipam-joined");
         if let Some(v) = vlan_gateway {
             result.interfaces.push(Interface {
                 name: v.name.clone(),

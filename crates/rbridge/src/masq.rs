@@ -32,14 +32,36 @@ fn options(conf: &BridgeConf) -> Options {
     }
 }
 
-pub fn setup(call: &Call, conf: &BridgeConf, addrs: &[IpNet]) -> Result<()> {
-    masq(conf).setup(
-        &conf.network,
-        &call.container_id,
-        &call.ifname,
-        addrs,
-        &options(conf),
-    )
+/// One attachment's masquerade setup, owning what it needs, for a thread that may outlive the
+/// call's borrows (the IPAM waiter, which is not joined: see `add`).
+pub struct Setup {
+    masq: Masq,
+    network: String,
+    container_id: String,
+    ifname: String,
+    options: Options,
+}
+
+impl Setup {
+    pub fn new(call: &Call, conf: &BridgeConf) -> Setup {
+        Setup {
+            masq: masq(conf),
+            network: conf.network.clone(),
+            container_id: call.container_id.clone(),
+            ifname: call.ifname.clone(),
+            options: options(conf),
+        }
+    }
+
+    pub fn run(&self, addrs: &[IpNet]) -> Result<()> {
+        self.masq.setup(
+            &self.network,
+            &self.container_id,
+            &self.ifname,
+            addrs,
+            &self.options,
+        )
+    }
 }
 
 pub fn teardown(call: &Call, conf: &BridgeConf) -> Result<()> {
