@@ -187,6 +187,7 @@ pub fn add(call: &Call) -> Result<CniResult> {
     let conf = BridgeConf::from_call(call)?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;
+    timeline.mark("conf");
     let mut attach_all = || {
         let mut ipam = match &conf.ipam {
             Some(name) => Some(IpamAdd::start(call, &conf, name)?),
