@@ -110,6 +110,13 @@ impl Spares {
     /// bytes are blanked (spaces, written in place so no block is freed): no file left behind
     /// names a pod that is gone, to an operator's grep or to upstream host-local's walk.
     pub fn remove_file(&self, path: &Path) -> io::Result<bool> {
+        // Only regular files become spares: anything else is removed (or refused) as before.
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return fs::remove_file(path).map(|()| true),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
         match self.retire(path, || fs::remove_file(path))? {
             Retired::Kept(spare) => {
                 let blanked = OpenOptions::new()

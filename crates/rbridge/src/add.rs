@@ -1,9 +1,9 @@
 //! ADD. The IPAM plugin is started first and allocates while we build the bridge and the veth
 //! (created straight into the pod under its final name, host end already on the bridge and up);
-//! a thread takes its result, hands it over and writes the masquerade state while addresses
-//! and routes are configured once the links are ready. Every step that changes state is undone when a later one
-//! fails: the veth pair (which takes the pod's addresses and routes with it), the masquerade
-//! state and, through IPAM DEL, the allocation.
+//! a thread takes its result, hands it over and writes the masquerade state while the addresses
+//! and routes are configured, once the links are ready. Every step that changes state is undone
+//! when a later one fails: the veth pair (which takes the pod's addresses and routes with it),
+//! the masquerade state and, through IPAM DEL, the allocation.
 
 use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, Receiver, RecvError, TryRecvError};

@@ -30,9 +30,10 @@
 //!
 //! Upstream's DEL walks subdirectories and deletes any file whose trimmed content is
 //! `<id>\r\n<ifname>` or `<id>`. Index files cannot match: they start with a header line
-//! holding spaces, which IDs and ifnames cannot contain. A spare can (a released reservation
-//! keeps its content), and deleting it only costs us a spare. Upstream takes no other file
-//! for a reservation: it reads addresses from names, and spares are not named by addresses.
+//! holding spaces, which IDs and ifnames cannot contain. Nor can spares: a released file is
+//! blanked as it becomes one (only a spare filled by a writer killed before its rename holds a
+//! reservation's content, and deleting it costs a spare). Upstream takes no other file for a
+//! reservation: it reads addresses from names, and spares are not named by addresses.
 //!
 //! Crash safety: a reservation is written into a spare first and renamed to `<ip>` with
 //! `RENAME_NOREPLACE` (link(2) where the filesystem lacks it), so it appears whole or not at all,

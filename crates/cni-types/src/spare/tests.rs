@@ -129,6 +129,25 @@ fn spares_never_outnumber_the_peak() {
 }
 
 #[test]
+fn only_regular_files_become_spares() {
+    let d = Dir::new("kinds");
+    let s = d.spares();
+    let sub = d.0.join("sub");
+    fs::create_dir(&sub).unwrap();
+    fs::write(sub.join("inside"), b"x").unwrap();
+    assert!(s.remove_file(&sub).is_err(), "a directory is not a file");
+    assert!(sub.join("inside").exists());
+    std::os::unix::fs::symlink(&sub, d.0.join("link")).unwrap();
+    assert!(s.remove_file(&d.0.join("link")).unwrap());
+    assert!(fs::symlink_metadata(d.0.join("link")).is_err());
+    assert!(
+        sub.join("inside").exists(),
+        "the link's target is left alone"
+    );
+    assert_eq!(d.count_spares(), 0);
+}
+
+#[test]
 fn other_entries_in_the_spare_dir_are_dropped_not_used() {
     let d = Dir::new("junk");
     let s = d.spares();
