@@ -5,13 +5,15 @@
 //! without a journal skips over every inode freed in the last minutes when it allocates one
 //! (0.05-0.3 ms per file on a node that churns pods), and a `discard` mount waits for the
 //! device on every block freed. So a removed file or empty directory is moved into a spare dir,
-//! and the next write takes it from there: once a node has seen its peak of pods, a write is an
-//! open, a pwrite and a rename, and nothing is allocated or freed.
+//! and the next write takes it from there: a write is then an open, a pwrite and a rename, and
+//! nothing is allocated or freed, as long as pods come and go a few dozen at a time.
 //!
 //! - A file appears whole or not at all: its content goes into a spare, which nothing reads,
 //!   and the spare is then renamed into place. A writer killed half way leaves a spare.
-//! - Spares never outnumber the entries the store held at its peak: a fresh file or directory
-//!   is made only when no spare is left.
+//! - At most [`SLOTS`] spares are kept (a removed entry takes a free slot, or is deleted when a
+//!   few tries find none), so churn on a node with thousands of pods leaves a few hundred KiB,
+//!   not a block per pod it ever had. A fresh file or directory is made only when no spare is
+//!   left.
 //! - A spare with more than one link (a writer killed between the link(2) and the unlink of the
 //!   fallback for filesystems without `RENAME_NOREPLACE`) is never written into.
 //!
@@ -27,11 +29,15 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Tells apart the names this process gives fresh files and retired entries.
+/// Tells apart the names this process gives fresh files, and spreads the slots it tries.
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// How many unusable spares one write steps over before it makes a fresh file.
+/// How many unusable spares one write steps over before it makes a fresh file, and how many
+/// slots a removal tries before it deletes.
 const TRIES: usize = 4;
+
+/// The spare dir's capacity: spares are named by slot, `0` to `SLOTS - 1`.
+pub const SLOTS: u32 = 64;
 
 /// Larger files are not kept (state files are a few hundred bytes).
 const MAX_SPARE: u64 = 64 * 1024;
@@ -160,11 +166,14 @@ impl Spares {
             Err(e) => Err(e),
         };
         let mut made_dir = false;
-        for _ in 0..TRIES {
-            let spare = self.dir.join(name());
+        let first = std::process::id().wrapping_add(SEQ.fetch_add(1, Ordering::Relaxed));
+        for i in 0..TRIES as u32 {
+            // Slots far apart: a pool filled from one process's start stays spread out.
+            let slot = first.wrapping_add(i.wrapping_mul(SLOTS / 4 + 1)) % SLOTS;
+            let spare = self.dir.join(slot.to_string());
             match rename_noreplace(path, &spare) {
                 Ok(()) => return Ok(Retired::Kept(spare)),
-                // A leftover of an earlier process with our pid.
+                // Taken: try another slot.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
                 Err(e) if e.kind() == ErrorKind::NotFound && !made_dir => {
                     // Either `path` is missing or the spare dir is: make the latter and retry.
@@ -210,7 +219,12 @@ impl Spares {
     fn fresh(&self, bytes: &[u8]) -> io::Result<PathBuf> {
         let mut made_dir = false;
         loop {
-            let path = self.dir.join(name());
+            // Not a slot name: renamed away at once, it only stays if its writer is killed.
+            let path = self.dir.join(format!(
+                "new.{}.{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
             let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -253,14 +267,6 @@ impl Spares {
             Err(e) => Err(e),
         }
     }
-}
-
-fn name() -> String {
-    format!(
-        "{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {

@@ -38,7 +38,7 @@
 //! Crash safety: a reservation is written into a spare first and renamed to `<ip>` with
 //! `RENAME_NOREPLACE` (link(2) where the filesystem lacks it), so it appears whole or not at all,
 //! and the rename fails with EEXIST atomically if the address is taken. A release moves the file
-//! back to spare/, so after a node's peak of pods no call allocates or frees an inode. Every
+//! back to spare/ (up to 64 are kept), so pods that come and go allocate and free no inode. Every
 //! writer holds the lock, so an empty or unreadable `<ip>` seen under the lock is a leftover of a
 //! killed writer (upstream creates, then writes): it is reclaimed. The marker is written last; a
 //! kill before that leaves a marker that no longer matches, so the next call rebuilds. The marker

@@ -17,8 +17,8 @@
 //! Writes go into a spare and then a rename; nothing is fsynced (a torn write after a power
 //! loss reads as a corrupt record, which DEL drops and GC sweeps). A pod whose class exists
 //! writes two files, its record and its owner entry, and (for a new address) makes a member
-//! dir; once the node has seen its peak of pods, all three come from spares and DEL moves them
-//! back, so no call allocates or frees an inode.
+//! dir; all three come from spares and DEL moves them back (up to 64 are kept), so pods that
+//! come and go allocate and free no inode.
 //!
 //! An address (and with the last address, its class) is removed from the firewall only when no
 //! other attachment owns it, so a pod that reuses the address of a pod whose DEL never came keeps

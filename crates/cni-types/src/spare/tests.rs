@@ -113,7 +113,7 @@ fn directories_are_kept_and_reused_only_when_empty() {
 }
 
 #[test]
-fn spares_never_outnumber_the_peak() {
+fn spares_are_reused_and_never_more_than_the_slots() {
     let d = Dir::new("peak");
     let s = d.spares();
     for round in 0..3 {
@@ -123,9 +123,32 @@ fn spares_never_outnumber_the_peak() {
         }
         for p in &names {
             assert!(s.remove_file(p).unwrap());
+            assert!(!p.exists());
         }
-        assert_eq!(d.count_spares(), 20, "round {round}");
+        assert_eq!(
+            d.count_spares(),
+            20,
+            "round {round}: each write took a spare back"
+        );
     }
+    // Far more than the slots: the rest is deleted, and nothing else is left.
+    let names: Vec<PathBuf> = (0..300).map(|i| d.0.join(format!("g{i}"))).collect();
+    for p in &names {
+        assert!(s.write_new(p, b"g").unwrap());
+    }
+    for p in &names {
+        assert!(s.remove_file(p).unwrap());
+    }
+    let kept = d.count_spares();
+    assert!(
+        kept <= SLOTS as usize && kept >= SLOTS as usize / 2,
+        "{kept} spares"
+    );
+    assert_eq!(
+        fs::read_dir(&d.0).unwrap().count(),
+        1,
+        "only the spare dir is left"
+    );
 }
 
 #[test]
