@@ -158,7 +158,7 @@ impl Spares {
         Ok(self.retire(path, || fs::remove_dir(path))? != Retired::Missing)
     }
 
-    /// Moves `path` into the spare dir under a new name; `remove` where that cannot be done.
+    /// Moves `path` into a free slot of the spare dir; `remove` where none is found.
     fn retire(&self, path: &Path, remove: impl Fn() -> io::Result<()>) -> io::Result<Retired> {
         let gone = |r: io::Result<()>| match r {
             Ok(()) => Ok(Retired::Removed),
@@ -168,7 +168,7 @@ impl Spares {
         let mut made_dir = false;
         let first = std::process::id().wrapping_add(SEQ.fetch_add(1, Ordering::Relaxed));
         for i in 0..TRIES as u32 {
-            // Slots far apart: a pool filled from one process's start stays spread out.
+            // From a start that differs per call, slots a quarter of the range apart.
             let slot = first.wrapping_add(i.wrapping_mul(SLOTS / 4 + 1)) % SLOTS;
             let spare = self.dir.join(slot.to_string());
             match rename_noreplace(path, &spare) {
