@@ -816,6 +816,14 @@ fn main() {
     }
     println!("\nfloor: ADD {floor_add:.2} ms, DEL {floor_del:.2} ms (the same netlink and nf_tables work from one running process, no exec)");
     println!("ours: rbridge (ipMasq through the rmasq library) + rhost-local; upstream: bridge (ipMasq) + host-local; cniVersion 1.0.0");
+    match std::env::var("RCNI_ORDER").as_deref() {
+        Ok("current") => println!("symbol order: learned for these sources"),
+        Ok(_) => println!(
+            "symbol order: STALE, learned for other sources: peak RSS reads high (run scripts/layout)"
+        ),
+        // Run without scripts/bench: nothing known.
+        Err(_) => {}
+    }
     println!(
         "machine: {} CPUs, kernel {}",
         std::thread::available_parallelism()
