@@ -351,8 +351,10 @@ fn chains(c: &Class) -> Vec<(&'static str, String)> {
 ///   hook offsets from `IPT_SO_GET_INFO` (a rule replaced by one of the same size goes
 ///   unnoticed there; legacy has no generation counter);
 /// - the boot and the netns, so a fingerprint never outlives either;
-/// - nf_tables' ruleset generation (a `gen` line), read before the chains, so that
-///   [`unchanged`] can tell without reading them again that no nf_tables chain changed since.
+/// - for classes of the iptables backend, nf_tables' ruleset generation (a `gen` line), read
+///   before the chains, so that [`unchanged`] can tell without reading them again that no
+///   nf_tables chain changed since.
+///   (The nftables backend's pods move the generation themselves, so it tells nothing there.)
 ///
 /// None if it cannot be read: then the rules are always checked.
 pub fn fingerprint(c: &Class) -> Option<String> {
@@ -361,8 +363,10 @@ pub fn fingerprint(c: &Class) -> Option<String> {
 
 /// [`fingerprint`] on an open socket.
 pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
-    let gen = nl.generation().ok()?;
-    let mut fp = format!("{}gen {gen}\n", whereabouts()?);
+    let mut fp = whereabouts()?;
+    if c.backend == BackendKind::Iptables {
+        let _ = writeln!(fp, "gen {}", nl.generation().ok()?);
+    }
     let v4 = c.is_v4();
     let family = if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
     let tables = nl.dump(nfnl::NFT_MSG_GETTABLE, family, &[]).ok()?;
@@ -401,13 +405,14 @@ pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
 }
 
 /// Whether `stored` (a [`fingerprint`] of `c`'s chains) still holds: None when the chains
-/// changed or cannot be read. With `quick`, where nf_tables' generation has not moved since the
-/// fingerprint was taken (no nf_tables transaction at all), only the boot, netns and legacy
-/// lines are compared and no chain is read; where it moved but the chains are the same, the
-/// fresh fingerprint comes back (`Some(Some(_))`) to be stored, so the next check is quick
-/// again. Callers whose own pods change nf_tables (the nftables backend) pass `quick: false`:
-/// the generation moves on every pod there, and storing it each time would cost a write.
-pub fn unchanged(nl: &mut Nfnl, c: &Class, stored: &str, quick: bool) -> Option<Option<String>> {
+/// changed or cannot be read. For an iptables-backend class, where nf_tables' generation has
+/// not moved since the fingerprint was taken (no nf_tables transaction at all), only the boot,
+/// netns and legacy lines are compared and no chain is read; where it moved but the chains are
+/// the same, the fresh fingerprint comes back (`Some(Some(_))`) to be stored, so the next
+/// check is quick again. Other classes' fingerprints carry no generation: their chains are
+/// always read.
+pub fn unchanged(nl: &mut Nfnl, c: &Class, stored: &str) -> Option<Option<String>> {
+    let quick = c.backend == BackendKind::Iptables;
     if quick {
         let gen = nl.generation().ok()?;
         let legacy = |fp: &str| -> Vec<String> {

@@ -264,10 +264,8 @@ impl Masq {
             return Ok(());
         }
         for c in with_iptables {
-            // The nftables backend's pods change nf_tables themselves (see `unchanged`).
-            let quick = kind == BackendKind::Iptables;
             let verdict = match (nl.as_mut(), l.verified(&c.id)) {
-                (Some(nl), Some(stored)) => iptables::unchanged(nl, c, &stored, quick),
+                (Some(nl), Some(stored)) => iptables::unchanged(nl, c, &stored),
                 _ => None,
             };
             match verdict {

@@ -419,10 +419,41 @@ impl Nfnl {
         let mut b = Builder::new();
         b.begin(nft_type(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0, 0);
         b.end();
-        self.send(&b.into_bytes())?;
+        self.exchange(&b.into_bytes(), seq, "NFT_MSG_GETGEN", |m| {
+            (m.ty == nft_type(NFT_MSG_NEWGEN)).then(|| {
+                m.attrs()
+                    .be32(NFTA_GEN_ID)
+                    .ok_or_else(|| bad("NFT_MSG_NEWGEN without NFTA_GEN_ID"))
+            })
+        })
+    }
+
+    /// Runs a dump request and returns every answer message's payload (nfgenmsg + attributes).
+    pub fn dump(&mut self, msg: u8, family: u8, attrs: &[(u16, &str)]) -> io::Result<Vec<Vec<u8>>> {
+        let seq = self.next_seq(1);
+        let mut out = Vec::new();
+        self.exchange(&dump_request(seq, msg, family, attrs), seq, "dump", |m| {
+            if m.ty == NLMSG_DONE {
+                return Some(Ok(std::mem::take(&mut out)));
+            }
+            out.push(m.payload.to_vec());
+            None
+        })
+    }
+
+    /// Sends `request` and hands each answer to it (sequence `seq`) to `answer` until that
+    /// returns the outcome; an error answer ends it with the kernel's errno.
+    fn exchange<T>(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        what: &str,
+        mut answer: impl FnMut(Msg<'_>) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
+        self.send(request)?;
         loop {
             let Some(buf) = self.recv()? else {
-                return Err(bad("nf_tables did not answer NFT_MSG_GETGEN"));
+                return Err(bad(&format!("nf_tables did not finish answering {what}")));
             };
             for m in messages(buf) {
                 let m = m?;
@@ -432,37 +463,8 @@ impl Nfnl {
                 if let Some(errno) = m.error() {
                     return Err(io::Error::from_raw_os_error(errno));
                 }
-                if m.ty == nft_type(NFT_MSG_NEWGEN) {
-                    return m
-                        .attrs()
-                        .be32(NFTA_GEN_ID)
-                        .ok_or_else(|| bad("NFT_MSG_NEWGEN without NFTA_GEN_ID"));
-                }
-            }
-        }
-    }
-
-    /// Runs a dump request and returns every answer message's payload (nfgenmsg + attributes).
-    pub fn dump(&mut self, msg: u8, family: u8, attrs: &[(u16, &str)]) -> io::Result<Vec<Vec<u8>>> {
-        let seq = self.next_seq(1);
-        self.send(&dump_request(seq, msg, family, attrs))?;
-        let mut out = Vec::new();
-        loop {
-            let Some(buf) = self.recv()? else {
-                return Err(bad("nf_tables dump ended without NLMSG_DONE"));
-            };
-            for m in messages(buf) {
-                let m = m?;
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = m.error().unwrap_or(libc::EPROTO);
-                        return Err(io::Error::from_raw_os_error(errno));
-                    }
-                    _ => out.push(m.payload.to_vec()),
+                if let Some(outcome) = answer(m) {
+                    return outcome;
                 }
             }
         }
