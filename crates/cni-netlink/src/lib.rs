@@ -1,6 +1,6 @@
 //! Kernel helpers over rtnetlink shared by the plugins: links, veth pairs, bridges, addresses,
 //! routes and sysctls. Plugins never run `ip`; they speak netlink through [`Netlink`], whose
-//! socket may live in another network namespace (see `cni_types::netns::netlink_handle`).
+//! socket may live in another network namespace (see `cni_plugin::netns::netlink_handle`).
 
 mod addr;
 mod link;
@@ -11,8 +11,8 @@ pub mod sysctl;
 
 use std::os::fd::AsRawFd;
 
+use cni_plugin::netns::NetNs;
 use cni_types::error::{CniError, NETLINK_FAILURE};
-use cni_types::netns::NetNs;
 
 pub use addr::Address;
 pub use link::{format_mac, parse_mac, DevConf, Link, LinkId, VethSpec};
@@ -31,10 +31,16 @@ pub struct Netlink {
 
 impl Netlink {
     /// Opens a session on `ns`, or on the current namespace. Must run inside a tokio runtime.
+    /// The socket stays in the namespace it was opened in, so requests act there while our
+    /// threads stay where they are. Strict checking makes the kernel filter dumps by the
+    /// request's header (e.g. the addresses of one link) instead of sending every object of the
+    /// namespace: per-call cost stays flat with a thousand veths.
     pub fn open(ns: Option<&NetNs>) -> cni_types::Result<Netlink> {
-        Ok(Netlink {
-            handle: cni_types::netns::netlink_handle(ns)?,
-        })
+        let _inside = ns.map(NetNs::enter).transpose()?;
+        let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()
+            .map_err(|e| CniError::io(format!("cannot open a netlink socket: {e}")))?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
     }
 
     pub fn handle(&self) -> &rtnetlink::Handle {

@@ -7,7 +7,7 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
-use cni_types::netns::NetNs;
+use cni_plugin::netns::NetNs;
 use cni_types::Result;
 
 use crate::{is_not_found, nl_err, raw_fd, Netlink};

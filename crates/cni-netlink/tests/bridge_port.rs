@@ -3,8 +3,8 @@
 
 use cni_netlink::packet::link::InfoBridgePort;
 use cni_netlink::{BridgeSpec, Netlink, PortVlan, VethSpec};
+use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
-use cni_types::netns::NetNs;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -1,8 +1,8 @@
 //! The helpers against a real kernel, inside namespaces of the test's own.
 
 use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
+use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
-use cni_types::netns::NetNs;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -2,8 +2,8 @@
 //! the kernel reads back, and a protocol set on a route comes back as set.
 
 use cni_netlink::{Netlink, RouteSpec};
+use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
-use cni_types::netns::NetNs;
 
 #[test]
 fn read_back_routes_are_the_same_route_and_keep_their_protocol() {

@@ -57,7 +57,7 @@ pub fn plugin_config(
 /// libcni's `FindInPath` looks plugins up (our plugins' own lookup for delegation).
 pub fn find_plugin(cni_path: &str, plugin_type: &str) -> Option<PathBuf> {
     let dirs: Vec<PathBuf> = std::env::split_paths(cni_path).collect();
-    cni_types::delegate::find_plugin(plugin_type, &dirs).ok()
+    cni_plugin::delegate::find_plugin(plugin_type, &dirs).ok()
 }
 
 /// The binary for a plugin `type`: ours if built, else upstream's (the lookup a chain does with

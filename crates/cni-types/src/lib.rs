@@ -1,30 +1,27 @@
-//! The CNI specification as Rust, and the skeleton every rcni plugin runs on.
+//! The CNI specification (0.1.0 to 1.1.0) as Rust types, and nothing else: no kernel calls, no
+//! processes, no files. Everything here is unit-testable anywhere.
 //!
-//! - [`config`]: network configs and conflists; unknown keys are kept.
-//! - [`result`]: results of every spec version (0.1.0 to 1.1.0) and conversion between them.
-//! - [`error`]: the spec's error JSON and codes.
-//! - [`skel`]: env, stdin, validation, verb dispatch, VERSION, logging.
-//! - [`delegate`]: running an IPAM plugin from CNI_PATH, with undo.
-//! - [`netns`]: work inside a network namespace without leaving threads there.
-//! - [`alloc`]: the allocator of the plugin binaries (short-lived, multi-threaded).
-//! - [`spare`]: state files whose inodes are used again, so writes allocate nothing.
+//! - [`version`]: spec versions, negotiation, which verbs each version has.
+//! - [`config`]: network configs and conflists; keys a plugin does not know are kept.
+//! - [`result`]: results of every version and conversion between them.
+//! - [`error`]: the spec's error JSON and codes (well-known and rcni's plugin-specific ones).
+//! - [`args`]: the `CNI_ARGS` variable.
+//! - [`validate`]: container IDs, interface and network names, as libcni checks them.
+//! - [`gc`]: GC's list of attachments to keep.
+//!
+//! The plugin runtime (skeleton, delegation, logging, netns) is `cni-plugin`.
 
-pub mod alloc;
 pub mod args;
 pub mod config;
-pub mod delegate;
 pub mod error;
-pub mod log;
-pub mod netns;
+pub mod gc;
 pub mod result;
-pub mod skel;
-pub mod spare;
 pub mod validate;
 pub mod version;
 
 pub use args::CniArgs;
 pub use config::{IpamConf, NetConf, NetConfList};
 pub use error::{CniError, Context, Result};
+pub use gc::Attachment;
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
-pub use skel::{Attachment, Call, Plugin, PluginInfo};
 pub use version::{SpecVersion, Verb};

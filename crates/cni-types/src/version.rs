@@ -30,6 +30,9 @@ pub const SUPPORTED_VERSIONS: [SpecVersion; 7] = [
 impl SpecVersion {
     pub const LATEST: SpecVersion = SpecVersion::V1_1_0;
 
+    /// The version an error is written in when no config could be read.
+    pub const FALLBACK: SpecVersion = SpecVersion::LATEST;
+
     pub fn as_str(self) -> &'static str {
         match self {
             SpecVersion::V0_1_0 => "0.1.0",

@@ -14,10 +14,11 @@ use ipnet::IpNet;
 
 use cni_netlink::packet::link::InfoBridgePort;
 use cni_netlink::{sysctl, BridgeSpec, Link, Netlink, PortVlan, RouteSpec, VethSpec};
-use cni_types::delegate::{self, UndoAdd};
+use cni_plugin::delegate::{self, UndoAdd};
+use cni_plugin::netns::NetNs;
+use cni_plugin::Call;
 use cni_types::error::{INTERFACE_EXISTS, INVALID_NETWORK_CONFIG, NETLINK_FAILURE};
-use cni_types::netns::NetNs;
-use cni_types::{Call, CniError, CniResult, Interface, Result, Route, Verb};
+use cni_types::{CniError, CniResult, Interface, Result, Route, Verb};
 
 use crate::config::BridgeConf;
 use crate::timeline::Timeline;

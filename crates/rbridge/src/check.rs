@@ -3,10 +3,11 @@
 //! rmasq for `ipMasq`) check their own state.
 
 use cni_netlink::{Netlink, RouteSpec};
-use cni_types::delegate;
+use cni_plugin::delegate;
+use cni_plugin::netns::NetNs;
+use cni_plugin::Call;
 use cni_types::error::{CHECK_MISMATCH, INVALID_NETWORK_CONFIG};
-use cni_types::netns::NetNs;
-use cni_types::{Call, CniError, CniResult, Result, Verb};
+use cni_types::{CniError, CniResult, Result, Verb};
 use ipnet::IpNet;
 
 use crate::config::BridgeConf;

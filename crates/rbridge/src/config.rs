@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use cni_plugin::Call;
 use cni_types::config::{lookup_ci, Flag};
 use cni_types::error::INVALID_ENVIRONMENT_VARIABLES;
-use cni_types::{Call, CniError, Result};
+use cni_types::{CniError, Result};
 
 const DEFAULT_BRIDGE: &str = "cni0";
 

@@ -6,9 +6,10 @@
 use std::time::Instant;
 
 use cni_netlink::Netlink;
-use cni_types::delegate;
-use cni_types::netns::NetNs;
-use cni_types::{Call, CniError, Result};
+use cni_plugin::delegate;
+use cni_plugin::netns::NetNs;
+use cni_plugin::Call;
+use cni_types::{CniError, Result};
 
 use crate::config::BridgeConf;
 use crate::timeline::Timeline;

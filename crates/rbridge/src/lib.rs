@@ -14,8 +14,9 @@ mod masq;
 pub mod names;
 mod timeline;
 
-use cni_types::delegate;
-use cni_types::{Call, CniResult, Plugin, PluginInfo, Result};
+use cni_plugin::delegate;
+use cni_plugin::{Call, Plugin, PluginInfo};
+use cni_types::{CniResult, Result};
 
 use config::BridgeConf;
 

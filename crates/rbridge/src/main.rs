@@ -1,6 +1,6 @@
 #[global_allocator]
-static ALLOC: cni_types::alloc::PluginAlloc = cni_types::alloc::PluginAlloc;
+static ALLOC: cni_plugin::alloc::PluginAlloc = cni_plugin::alloc::PluginAlloc;
 
 fn main() {
-    cni_types::skel::run(&rbridge::Bridge, &rbridge::INFO)
+    cni_plugin::skel::run(&rbridge::Bridge, &rbridge::INFO)
 }

@@ -4,7 +4,8 @@
 
 use ipnet::IpNet;
 
-use cni_types::{Attachment, Call, Result};
+use cni_plugin::Call;
+use cni_types::{Attachment, Result};
 use rmasq::{BackendKind, Masq, Options};
 
 use crate::config::BridgeConf;

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use cni_types::log::Level;
-use cni_types::Call;
+use cni_plugin::log::Level;
+use cni_plugin::Call;
 
 pub struct Timeline {
     verb: &'static str,

@@ -14,8 +14,9 @@ mod snapshot;
 pub mod store;
 mod testhook;
 
+use cni_plugin::{Call, Plugin, PluginInfo};
 use cni_types::error::Result;
-use cni_types::{Call, CniResult, IpConfig, Plugin, PluginInfo};
+use cni_types::{CniResult, IpConfig};
 
 use crate::config::Config;
 use crate::store::{Owner, Store};

@@ -10,7 +10,7 @@
 //!     index/.snapshot        every attachment's addresses at the last rebuild, sorted by key
 //!     index/<id>@<ifname>    an attachment's addresses since then ("<id>": old reservations)
 //!     marker                 the state of the store when the index was right (see below)
-//!     spare/                 removed files, kept to be written again (`cni_types::spare`)
+//!     spare/                 removed files, kept to be written again (`cni_plugin::spare`)
 //! ```
 //!
 //! The reservation files are the truth; the index is a cache that makes ADD, DEL and CHECK cost
@@ -52,9 +52,9 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use cni_plugin::log::Logger;
+use cni_plugin::spare::Spares;
 use cni_types::error::{CniError, Result, IO_FAILURE};
-use cni_types::log::Logger;
-use cni_types::spare::Spares;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::snapshot;
@@ -270,7 +270,7 @@ pub struct Store {
     dirty: bool,
     indexed: bool,
     rebuilds: u32,
-    /// Where removed files go and new ones come from (see `cni_types::spare`).
+    /// Where removed files go and new ones come from (see `cni_plugin::spare`).
     spares: Spares,
 }
 

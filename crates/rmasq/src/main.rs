@@ -1,7 +1,7 @@
 //! rmasq: the chained CNI plugin. Everything lives in the library, which rbridge shares.
 #[global_allocator]
-static ALLOC: cni_types::alloc::PluginAlloc = cni_types::alloc::PluginAlloc;
+static ALLOC: cni_plugin::alloc::PluginAlloc = cni_plugin::alloc::PluginAlloc;
 
 fn main() {
-    cni_types::skel::run(&rmasq::plugin::Rmasq, &rmasq::plugin::INFO)
+    cni_plugin::skel::run(&rmasq::plugin::Rmasq, &rmasq::plugin::INFO)
 }

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use cni_plugin::{Call, Plugin, PluginInfo};
 use cni_types::config::Flag;
 use cni_types::error::{CniError, Result, INVALID_NETWORK_CONFIG};
-use cni_types::{Call, CniResult, Plugin, PluginInfo};
+use cni_types::CniResult;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -107,7 +108,7 @@ impl Plugin for Rmasq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni_types::skel::{execute, CniEnv};
+    use cni_plugin::skel::{execute, CniEnv};
 
     fn env(cmd: &str) -> CniEnv {
         CniEnv {

@@ -11,7 +11,7 @@
 //!                                                 last written or checked (a cache, see
 //!                                                 `iptables::fingerprint`)
 //! <dir>/spare/                                    removed files and member dirs, kept to be
-//!                                                 used again (`cni_types::spare`)
+//!                                                 used again (`cni_plugin::spare`)
 //! ```
 //!
 //! Writes go into a spare and then a rename; nothing is fsynced (a torn write after a power
@@ -29,8 +29,8 @@ use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use cni_plugin::spare::{find_entry, Spares};
 use cni_types::error::{CniError, Context, Result, IO_FAILURE};
-use cni_types::spare::{find_entry, Spares};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 

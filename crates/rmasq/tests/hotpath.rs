@@ -301,7 +301,7 @@ fn set_element_batches_against_the_kernel() {
     use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_INET};
 
     let w = World::new();
-    let ns = cni_types::netns::NetNs::open(&w.node.path()).unwrap();
+    let ns = cni_plugin::netns::NetNs::open(&w.node.path()).unwrap();
     let key = [10u8, 1, 0, 5];
     let key6 = "fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
     let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());

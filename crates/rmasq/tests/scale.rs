@@ -79,7 +79,7 @@ fn add_and_del_time_does_not_grow_with_pods() {
 #[test]
 #[ignore = "timing: run by hand"]
 fn in_process_setup_and_teardown_time() {
-    use cni_types::netns::NetNs;
+    use cni_plugin::netns::NetNs;
     use rmasq::{BackendKind, Masq, Options};
 
     for backend in [BackendKind::Nftables, BackendKind::Iptables] {

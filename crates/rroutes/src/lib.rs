@@ -11,7 +11,7 @@ pub mod host;
 pub mod plugin;
 pub mod pod;
 
-use cni_types::PluginInfo;
+use cni_plugin::PluginInfo;
 
 pub use conf::{Conf, DEFAULT_PROTOCOL};
 pub use plugin::RRoutes;

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
-use cni_types::skel::{run_or_subcommand, Subcommand};
+use cni_plugin::skel::{run_or_subcommand, Subcommand};
 use rroutes::{host, RRoutes, INFO};
 
 #[global_allocator]
-static ALLOC: cni_types::alloc::PluginAlloc = cni_types::alloc::PluginAlloc;
+static ALLOC: cni_plugin::alloc::PluginAlloc = cni_plugin::alloc::PluginAlloc;
 
 const SYNC: Subcommand = Subcommand {
     name: "sync",

@@ -1,8 +1,9 @@
 //! The CNI verbs.
 
 use cni_netlink::Netlink;
-use cni_types::netns::NetNs;
-use cni_types::{Call, CniResult, Plugin, Result};
+use cni_plugin::netns::NetNs;
+use cni_plugin::{Call, Plugin};
+use cni_types::{CniResult, Result};
 
 use crate::conf::Conf;
 use crate::host;

@@ -414,7 +414,7 @@ fn scale(which: Which, points: &[usize]) -> Vec<(usize, f64, f64)> {
 /// down in the background with RCU waits of its own, which lengthen the next veth deletion's
 /// (here by about half), so a floor without them would not be the same kernel work.
 fn floor(runs: usize, existing: usize) -> (Vec<f64>, Vec<f64>) {
-    use cni_types::netns::NetNs;
+    use cni_plugin::netns::NetNs;
     let node = Netns::new("bfloor");
     let node_ns = NetNs::open(&node.path()).unwrap();
     // The masquerade rule (set up once, as for a node's first pod): pods' sources in a set.
@@ -442,7 +442,7 @@ fn floor(runs: usize, existing: usize) -> (Vec<f64>, Vec<f64>) {
 
 fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<f64>) {
     use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
-    use cni_types::netns::NetNs;
+    use cni_plugin::netns::NetNs;
     use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
     let mut nfnl = Nfnl::open().expect("netfilter socket");
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,8 +1,8 @@
 use std::fs;
 use std::path::Path;
 
+use cni_plugin::log::Logger;
 use cni_testkit::{temp_dir, TempDir};
-use cni_types::log::Logger;
 use cni_types::{CniArgs, IpConfig, NetConf};
 use serde_json::{json, Value};
 

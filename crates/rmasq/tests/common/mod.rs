@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use cni_plugin::netns::NetNs;
 use cni_testkit::{plugin_bin, run_plugin, temp_dir, Invocation, Netns, PluginRun, TempDir};
-use cni_types::netns::NetNs;
 use serde_json::{json, Value};
 
 pub const NODE_OUT4: &str = "10.99.0.1";

@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::args::CniArgs;
-use crate::config::{decode_config, NetConf};
-use crate::error::{CniError, Result, INCOMPATIBLE_CNI_VERSION, INVALID_NETWORK_CONFIG};
 use crate::log::{quote, Level, Logger};
-use crate::result::CniResult;
-use crate::validate;
-use crate::version::{SpecVersion, Verb, SUPPORTED_VERSIONS};
+use cni_types::args::CniArgs;
+use cni_types::config::{decode_config, NetConf};
+use cni_types::error::{CniError, Result, INCOMPATIBLE_CNI_VERSION, INVALID_NETWORK_CONFIG};
+use cni_types::gc::Attachment;
+use cni_types::result::CniResult;
+use cni_types::validate;
+use cni_types::version::{SpecVersion, Verb, SUPPORTED_VERSIONS};
 
 /// What a plugin says about itself (`--version`, the one-line about, log lines).
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +34,7 @@ impl PluginInfo {
             self.name,
             self.version,
             self.about,
-            crate::version::supported_list()
+            cni_types::version::supported_list()
         )
     }
 }
@@ -72,14 +72,6 @@ pub struct Call {
     pub logger: Logger,
 }
 
-/// One `{containerID, ifname}` of GC's valid attachments.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-pub struct Attachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
-
 impl Call {
     /// Decodes the plugin's own keys; errors are code 7 naming the key.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
@@ -115,20 +107,9 @@ impl Call {
             .ok_or_else(|| CniError::invalid_env("CNI_NETNS is not set"))
     }
 
-    /// GC's `cni.dev/valid-attachments` (or libcni's older `cni.dev/attachments`). Refuses a GC
-    /// without the list: collecting everything on a malformed call would cut every pod off.
+    /// GC's `cni.dev/valid-attachments` (see [`cni_types::gc`]).
     pub fn valid_attachments(&self) -> Result<Vec<Attachment>> {
-        let list = self
-            .raw
-            .get("cni.dev/valid-attachments")
-            .or_else(|| self.raw.get("cni.dev/attachments"))
-            .ok_or_else(|| {
-                CniError::invalid_config(
-                    "GC needs \"cni.dev/valid-attachments\": the runtime must list the attachments to keep",
-                )
-            })?;
-        decode_config(serde_json::json!({ "cni.dev/valid-attachments": list }))
-            .map(|w: AttachmentList| w.list)
+        cni_types::gc::valid_attachments(&self.raw)
     }
 
     /// The environment a delegate gets: ours, with CNI_COMMAND set to `verb`.
@@ -149,12 +130,6 @@ impl Call {
             ("CNI_PATH", path),
         ]
     }
-}
-
-#[derive(Deserialize)]
-struct AttachmentList {
-    #[serde(rename = "cni.dev/valid-attachments")]
-    list: Vec<Attachment>,
 }
 
 /// The CNI_* variables, read once.
@@ -244,7 +219,7 @@ impl Cli<'_> {
         }
         h += &format!(
             "\nRun by a container runtime with CNI_COMMAND set and the network config on stdin.\nCNI spec versions: {}\n",
-            crate::version::supported_list()
+            cni_types::version::supported_list()
         );
         h
     }
@@ -289,10 +264,10 @@ pub fn run_cni<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
     #[cfg(panic = "abort")]
     std::panic::set_hook(Box::new(|panic| {
         let e = CniError::new(
-            crate::error::INTERNAL,
+            cni_types::error::INTERNAL,
             format!("internal error (a bug in the plugin, please report it): {panic}"),
         );
-        let v = CniError::fallback_version();
+        let v = SpecVersion::FALLBACK;
         println!("{}", e.to_json(v.as_str()));
         eprintln!("{panic}");
     }));
@@ -312,7 +287,7 @@ pub fn run_cni<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
 }
 
 fn failure(e: &CniError, version: Option<&str>) -> Outcome {
-    let v = version.unwrap_or(CniError::fallback_version().as_str());
+    let v = version.unwrap_or(SpecVersion::FALLBACK.as_str());
     Outcome {
         stdout: format!("{}\n", e.to_json(v)),
         exit_code: 1,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::error::{
+use cni_types::error::{
     CniError, Result, INVALID_ENVIRONMENT_VARIABLES, IO_FAILURE, UNKNOWN_CONTAINER,
 };
 
@@ -123,32 +123,6 @@ impl Drop for Entered {
             );
         }
     }
-}
-
-/// An rtnetlink handle whose socket lives in `ns` (None: the current namespace). Requests sent
-/// through it act on that namespace while our threads stay where they are. Must be called from
-/// within a tokio runtime, which drives the connection.
-#[cfg(feature = "netlink")]
-pub fn netlink_handle(ns: Option<&NetNs>) -> Result<rtnetlink::Handle> {
-    match ns {
-        None => connect(),
-        // A socket stays in the namespace it was opened in.
-        Some(ns) => {
-            let _inside = ns.enter()?;
-            connect()
-        }
-    }
-}
-
-/// Opens the socket in the calling thread's namespace and spawns its connection. Strict checking
-/// makes the kernel filter dumps by the request's header (e.g. the addresses of one link) instead
-/// of sending every object of the namespace: per-call cost stays flat with a thousand veths.
-#[cfg(feature = "netlink")]
-fn connect() -> Result<rtnetlink::Handle> {
-    let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()
-        .map_err(|e| CniError::io(format!("cannot open a netlink socket: {e}")))?;
-    tokio::spawn(connection);
-    Ok(handle)
 }
 
 #[cfg(test)]

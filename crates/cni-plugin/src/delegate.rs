@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::error::{CniError, Result, DELEGATE_FAILED, INVALID_NETWORK_CONFIG, IO_FAILURE};
-use crate::result::CniResult;
 use crate::skel::Call;
-use crate::version::Verb;
+use cni_types::error::{CniError, Result, DELEGATE_FAILED, INVALID_NETWORK_CONFIG, IO_FAILURE};
+use cni_types::result::CniResult;
+use cni_types::version::Verb;
 
 /// Finds `name` in the CNI_PATH directories. A name with a '/' is refused: `ipam.type` names a
 /// plugin, it is not a way to run an arbitrary file.
@@ -109,7 +109,7 @@ impl Running {
     }
 
     /// Waits for an ADD and decodes its result whatever version it answered in.
-    pub fn finish_add(self, version: crate::version::SpecVersion) -> Result<CniResult> {
+    pub fn finish_add(self, version: cni_types::version::SpecVersion) -> Result<CniResult> {
         let name = self.name.clone();
         let out = self.finish()?;
         CniResult::from_slice(&out, version)
@@ -193,10 +193,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::args::CniArgs;
-    use crate::config::NetConf;
     use crate::log::Logger;
-    use crate::version::SpecVersion;
+    use cni_types::args::CniArgs;
+    use cni_types::config::NetConf;
+    use cni_types::version::SpecVersion;
 
     /// A directory of fake plugins written as shell scripts.
     struct Plugins(PathBuf);

@@ -3,7 +3,7 @@ use std::cell::RefCell;
 use serde_json::json;
 
 use super::*;
-use crate::result::IpConfig;
+use cni_types::result::IpConfig;
 
 /// A plugin that records the call it got and answers with a fixed address.
 #[derive(Default)]
