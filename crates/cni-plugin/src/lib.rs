@@ -18,4 +18,4 @@ pub mod netns;
 pub mod skel;
 pub mod spare;
 
-pub use skel::{Call, Plugin, PluginInfo};
+pub use skel::{Call, Plugin, PluginConfig, PluginInfo};

@@ -52,6 +52,13 @@ pub trait Plugin {
     }
 }
 
+/// A plugin's own config: its keys decoded from the call (errors are code 7 and name the JSON
+/// path at fault) and validated, before anything on the node changes. Every plugin implements
+/// it for its config type and reads it with [`Call::config`].
+pub trait PluginConfig: Sized {
+    fn from_call(call: &Call) -> Result<Self>;
+}
+
 /// One invocation: the environment, the config and its version.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -73,8 +80,14 @@ pub struct Call {
 }
 
 impl Call {
-    /// Decodes the plugin's own keys; errors are code 7 naming the key.
-    pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
+    /// The plugin's validated config (see [`PluginConfig`]).
+    pub fn config<C: PluginConfig>(&self) -> Result<C> {
+        C::from_call(self)
+    }
+
+    /// Decodes keys of the config into `T` (serde): the first step of a
+    /// [`PluginConfig::from_call`]. Errors are code 7 naming the key.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         decode_config(self.raw.clone())
     }
 

@@ -185,7 +185,7 @@ impl Undo {
 
 pub fn add(call: &Call) -> Result<CniResult> {
     let mut timeline = Timeline::new(call, "ADD");
-    let conf = BridgeConf::from_call(call)?;
+    let conf = call.config::<BridgeConf>()?;
     conf.validate_for_add()?;
     let pod_ns = NetNs::open(call.netns_path()?)?;
     timeline.mark("conf");

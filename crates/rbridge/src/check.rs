@@ -19,7 +19,7 @@ fn mismatch(msg: impl Into<String>) -> CniError {
 }
 
 pub fn check(call: &Call) -> Result<()> {
-    let conf = BridgeConf::from_call(call)?;
+    let conf = call.config::<BridgeConf>()?;
     let ipam = match &conf.ipam {
         Some(name) => Some(delegate::start(call, name, Verb::Check, &call.stdin)?),
         None => None,

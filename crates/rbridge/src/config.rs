@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use cni_plugin::Call;
+use cni_plugin::{Call, PluginConfig};
 use cni_types::config::{lookup_ci, Flag};
 use cni_types::error::INVALID_ENVIRONMENT_VARIABLES;
 use cni_types::{CniError, Result};
@@ -101,9 +101,9 @@ pub struct BridgeConf {
     pub ipam: Option<String>,
 }
 
-impl BridgeConf {
-    pub fn from_call(call: &Call) -> Result<BridgeConf> {
-        let raw: Raw = call.config()?;
+impl PluginConfig for BridgeConf {
+    fn from_call(call: &Call) -> Result<BridgeConf> {
+        let raw: Raw = call.decode()?;
         let bridge = raw.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         check_link_name("bridge", &bridge)?;
         let vlan = match raw.vlan.unwrap_or(0) {
@@ -173,7 +173,9 @@ impl BridgeConf {
             ipam,
         })
     }
+}
 
+impl BridgeConf {
     /// The checks upstream makes in ADD only (DEL and CHECK of such a config still work).
     pub fn validate_for_add(&self) -> Result<()> {
         if self.hairpin && self.promisc {

@@ -18,7 +18,7 @@ use cni_netlink::runtime;
 
 pub fn del(call: &Call) -> Result<()> {
     let mut timeline = Timeline::new(call, "DEL");
-    let conf = BridgeConf::from_call(call)?;
+    let conf = call.config::<BridgeConf>()?;
     let done = |r: Result<()>| (r, Instant::now());
     let (ipam, links, masq) = std::thread::scope(|s| {
         // The links go first: deleting a veth waits on the kernel (an RCU barrier) longer than

@@ -43,7 +43,7 @@ impl Plugin for Bridge {
 
     /// IPAM's GC, and masquerade state of attachments not in the valid list.
     fn gc(&self, call: &Call) -> Result<()> {
-        let conf = BridgeConf::from_call(call)?;
+        let conf: BridgeConf = call.config()?;
         let valid = call.valid_attachments()?;
         let ipam = match &conf.ipam {
             Some(name) => Some(delegate::start(
@@ -66,7 +66,7 @@ impl Plugin for Bridge {
     }
 
     fn status(&self, call: &Call) -> Result<()> {
-        match BridgeConf::from_call(call)?.ipam {
+        match call.config::<BridgeConf>()?.ipam {
             Some(name) => delegate::status(call, &name),
             None => Ok(()),
         }

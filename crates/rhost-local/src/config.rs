@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use cni_plugin::{Call, PluginConfig};
 use cni_types::config::decode_config;
 use cni_types::error::{CniError, Result, INVALID_ENVIRONMENT_VARIABLES, INVALID_NETWORK_CONFIG};
 use cni_types::{CniArgs, Dns, NetConf, Route, SpecVersion};
@@ -110,6 +111,12 @@ fn opt_subnet<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<IpN
 
 fn invalid(msg: String) -> CniError {
     CniError::new(INVALID_NETWORK_CONFIG, msg)
+}
+
+impl PluginConfig for Config {
+    fn from_call(call: &Call) -> Result<Config> {
+        Config::load(&call.raw, &call.conf)
+    }
 }
 
 impl Config {

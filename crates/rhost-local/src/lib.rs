@@ -50,7 +50,7 @@ fn with_store<T>(
 impl Plugin for HostLocal {
     fn add(&self, call: &Call) -> Result<CniResult> {
         // Everything that can be wrong with the input is found before the store is touched.
-        let conf = Config::load(&call.raw, &call.conf)?;
+        let conf = call.config::<Config>()?;
         let requested = conf.assign(config::requested_ips(&call.conf, &call.args)?)?;
         let dns = conf.dns()?;
         let owner = Owner::new(&call.container_id, &call.ifname);
@@ -76,7 +76,7 @@ impl Plugin for HostLocal {
     }
 
     fn del(&self, call: &Call) -> Result<()> {
-        let conf = Config::load(&call.raw, &call.conf)?;
+        let conf = call.config::<Config>()?;
         let owner = Owner::new(&call.container_id, &call.ifname);
         let released = with_store(&conf, false, call, |s| ipam::del(s, &owner))?;
         if let Some(ips) = released.filter(|v| !v.is_empty()) {
@@ -86,7 +86,7 @@ impl Plugin for HostLocal {
     }
 
     fn check(&self, call: &Call) -> Result<()> {
-        let conf = Config::load(&call.raw, &call.conf)?;
+        let conf = call.config::<Config>()?;
         let owner = Owner::new(&call.container_id, &call.ifname);
         let prev = call.prev_result()?;
         let checked = with_store(&conf, false, call, |s| {
@@ -106,7 +106,7 @@ impl Plugin for HostLocal {
     }
 
     fn gc(&self, call: &Call) -> Result<()> {
-        let conf = Config::load(&call.raw, &call.conf)?;
+        let conf = call.config::<Config>()?;
         let valid = call.valid_attachments()?;
         if let Some(r) = with_store(&conf, false, call, |s| ipam::gc(s, &valid))? {
             call.logger.debug(format!(
@@ -118,6 +118,6 @@ impl Plugin for HostLocal {
     }
 
     fn status(&self, call: &Call) -> Result<()> {
-        ipam::status(&Config::load(&call.raw, &call.conf)?)
+        ipam::status(&call.config::<Config>()?)
     }
 }

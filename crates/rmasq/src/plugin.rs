@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cni_plugin::{Call, Plugin, PluginInfo};
+use cni_plugin::{Call, Plugin, PluginConfig, PluginInfo};
 use cni_types::config::Flag;
 use cni_types::error::{CniError, Result, INVALID_NETWORK_CONFIG};
 use cni_types::CniResult;
@@ -17,9 +17,9 @@ pub const INFO: PluginInfo = PluginInfo {
     about: "chained plugin: masquerade pod traffic leaving the cluster network",
 };
 
-/// rmasq's own keys.
+/// rmasq's own keys, as written.
 #[derive(Debug, Deserialize)]
-struct Conf {
+struct Raw {
     #[serde(default, rename = "nonMasqueradeCIDRs")]
     non_masquerade_cidrs: Option<Vec<IpNet>>,
     #[serde(default, rename = "masqLinkLocal")]
@@ -34,18 +34,29 @@ struct Conf {
 
 pub struct Rmasq;
 
-fn setup(call: &Call) -> Result<(Masq, Options)> {
-    let conf: Conf = call.config()?;
-    let opts = Options {
-        backend: conf.backend,
-        non_masquerade_cidrs: conf.non_masquerade_cidrs,
-        masq_link_local: conf.masq_link_local.is_some_and(|f| f.0),
-        allow_forward: conf.allow_forward.is_none_or(|f| f.0),
-    };
-    let dir = conf
-        .state_dir
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    Ok((Masq::new(dir), opts))
+/// The masquerade state and what the config asks of it.
+struct Conf {
+    masq: Masq,
+    opts: Options,
+}
+
+impl PluginConfig for Conf {
+    fn from_call(call: &Call) -> Result<Conf> {
+        let raw: Raw = call.decode()?;
+        let opts = Options {
+            backend: raw.backend,
+            non_masquerade_cidrs: raw.non_masquerade_cidrs,
+            masq_link_local: raw.masq_link_local.is_some_and(|f| f.0),
+            allow_forward: raw.allow_forward.is_none_or(|f| f.0),
+        };
+        let dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        Ok(Conf {
+            masq: Masq::new(dir),
+            opts,
+        })
+    }
 }
 
 /// The pod's addresses from prevResult; code 7 if there are none.
@@ -62,7 +73,7 @@ fn pod_addrs(prev: &CniResult) -> Result<Vec<IpNet>> {
 
 impl Plugin for Rmasq {
     fn add(&self, call: &Call) -> Result<CniResult> {
-        let (masq, opts) = setup(call)?;
+        let Conf { masq, opts } = call.config()?;
         let prev = call.require_prev_result(INFO.name)?;
         let addrs = pod_addrs(&prev)?;
         masq.setup(
@@ -77,12 +88,12 @@ impl Plugin for Rmasq {
 
     /// Works from the recorded state alone: no netns, no prevResult needed.
     fn del(&self, call: &Call) -> Result<()> {
-        let (masq, _) = setup(call)?;
+        let Conf { masq, .. } = call.config()?;
         masq.teardown(&call.conf.name, &call.container_id, &call.ifname)
     }
 
     fn check(&self, call: &Call) -> Result<()> {
-        let (masq, opts) = setup(call)?;
+        let Conf { masq, opts } = call.config()?;
         let prev = call.require_prev_result(INFO.name)?;
         let addrs = pod_addrs(&prev)?;
         masq.check(
@@ -95,12 +106,12 @@ impl Plugin for Rmasq {
     }
 
     fn gc(&self, call: &Call) -> Result<()> {
-        let (masq, _) = setup(call)?;
+        let Conf { masq, .. } = call.config()?;
         masq.gc(&call.conf.name, &call.valid_attachments()?)
     }
 
     fn status(&self, call: &Call) -> Result<()> {
-        let (masq, opts) = setup(call)?;
+        let Conf { masq, opts } = call.config()?;
         masq.status(&opts)
     }
 }

@@ -2,7 +2,7 @@
 
 use cni_netlink::Netlink;
 use cni_plugin::netns::NetNs;
-use cni_plugin::{Call, Plugin};
+use cni_plugin::{Call, Plugin, PluginConfig};
 use cni_types::{CniResult, Result};
 
 use crate::conf::Conf;
@@ -11,9 +11,15 @@ use crate::pod::Pod;
 
 pub struct RRoutes;
 
+impl PluginConfig for Conf {
+    fn from_call(call: &Call) -> Result<Conf> {
+        Conf::from_value(&call.raw)
+    }
+}
+
 impl Plugin for RRoutes {
     fn add(&self, call: &Call) -> Result<CniResult> {
-        let conf = Conf::from_value(&call.raw)?;
+        let conf = call.config::<Conf>()?;
         let prev = call.require_prev_result("rroutes")?;
         let path = call.netns_path()?;
         let ns = NetNs::open(path)?;
@@ -40,7 +46,7 @@ impl Plugin for RRoutes {
     }
 
     fn check(&self, call: &Call) -> Result<()> {
-        let conf = Conf::from_value(&call.raw)?;
+        let conf = call.config::<Conf>()?;
         if conf.skip_check {
             return Ok(());
         }
