@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use cni_plugin::{Call, PluginConfig};
 use cni_types::config::decode_config;
 use cni_types::error::{CniError, Result, INVALID_ENVIRONMENT_VARIABLES, INVALID_NETWORK_CONFIG};
-use cni_types::{CniArgs, Dns, NetConf, Route, SpecVersion};
+use cni_types::{CniArgs, Dns, NetConf, Route};
 use ipnet::IpNet;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -24,7 +24,6 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub network: String,
-    pub version: SpecVersion,
     pub range_sets: Vec<RangeSet>,
     pub routes: Vec<Route>,
     pub data_dir: PathBuf,
@@ -179,7 +178,6 @@ impl Config {
         }
         Ok(Config {
             network: input.name,
-            version,
             range_sets: sets,
             routes: ipam.routes.unwrap_or_default(),
             data_dir: PathBuf::from(

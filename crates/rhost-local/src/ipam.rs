@@ -10,7 +10,9 @@ use cni_types::error::{
 use cni_types::{Attachment, CniResult};
 
 use crate::config::{Config, Requested};
-use crate::store::{NetworkDir, Owner, Rebuilt, Slot, Store};
+use crate::netdir::{NetworkDir, Slot};
+use crate::owner::Owner;
+use crate::store::{Rebuilt, Store};
 
 /// One address handed out: the range set it is from and the address.
 pub type Allocation = (usize, IpAddr);

@@ -2,16 +2,21 @@
 //! on-disk store (both can serve one network at once), with per-call cost independent of the
 //! number of reservations, crash-safe writes, idempotent ADD, GC and STATUS.
 //!
-//! - [`config`]: the `ipam` section, requested addresses, resolv.conf.
-//! - [`range`]: ranges, range sets, round-robin iteration.
-//! - [`store`]: upstream's files and lock, our index, crash safety.
-//! - [`ipam`]: the verbs on a locked store.
+//! - `config`: the `ipam` section, requested addresses, resolv.conf.
+//! - `range`: ranges, range sets, round-robin iteration.
+//! - `owner`, `netdir`: reservation files as upstream writes them, and reading them.
+//! - `store`: upstream's files and lock, our index (`store/index`), crash safety.
+//! - `ipam`: the verbs on a locked store.
+//!
+//! The crate's only public items are the plugin ([`HostLocal`], [`INFO`]) that `main.rs` runs.
 
-pub mod config;
-pub mod ipam;
-pub mod range;
+mod config;
+mod ipam;
+mod netdir;
+mod owner;
+mod range;
 mod snapshot;
-pub mod store;
+mod store;
 mod testhook;
 
 use cni_plugin::{Call, Plugin, PluginInfo};
@@ -19,7 +24,8 @@ use cni_types::error::Result;
 use cni_types::{CniResult, IpConfig};
 
 use crate::config::Config;
-use crate::store::{Owner, Store};
+use crate::owner::Owner;
+use crate::store::Store;
 
 pub const INFO: PluginInfo = PluginInfo {
     name: "rhost-local",

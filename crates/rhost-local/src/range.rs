@@ -54,10 +54,6 @@ impl Range {
             || (self.is_v4() && ip == self.subnet.broadcast())
     }
 
-    pub fn is_allocatable(&self, ip: IpAddr) -> bool {
-        self.contains(ip) && !self.is_reserved(ip)
-    }
-
     /// Addresses that can be handed out.
     pub fn capacity(&self) -> u128 {
         let span = (to_u128(self.end) - to_u128(self.start)).saturating_add(1);

@@ -352,3 +352,37 @@ fn refused_add_creates_no_store() {
     call(&ours(), "STATUS", "", "", &gc_conf).assert_ok();
     assert!(tree(&data).is_empty(), "{:?}", tree(&data));
 }
+
+/// An ADD refused because the range is full (code 104) leaves nothing naming the refused pod
+/// anywhere in the store: no reservation, no index entry, no temporary file. The range is full
+/// of our own and of upstream's reservations, in every version.
+#[test]
+fn a_full_range_refuses_an_add_without_a_trace_of_the_pod() {
+    for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let data = temp_dir("rhl-errors");
+        // A /29 holds five pods: .2 to .6 (.1 is the gateway, .7 the broadcast address).
+        let ipam = json!({"ranges": [[{"subnet": "10.60.0.0/29"}]]});
+        let c = conf(&data, version, ipam.clone());
+        let uc = conf(&data, upstream_version(version), ipam);
+        for n in 0..5 {
+            let id = format!("holder-{n}");
+            if n % 2 == 0 {
+                call(&ours(), "ADD", &id, "eth0", &c).assert_ok();
+            } else {
+                call(&upstream(), "ADD", &id, "eth0", &uc).assert_ok();
+            }
+        }
+        let held = reservations(&data).len();
+        let r = call(&ours(), "ADD", "refused-pod", "eth9", &c);
+        assert_eq!(r.err_code(), Some(104), "{version}: {}", r.stdout);
+        assert_eq!(reservations(&data).len(), held, "{version}");
+        for (path, content) in tree(&data) {
+            let text = String::from_utf8_lossy(&content);
+            assert!(
+                !path.contains("refused-pod") && !text.contains("refused-pod"),
+                "{version}: {path} names the refused pod: {text:?}"
+            );
+        }
+        assert_eq!(temp_files(&data), 0, "{version}");
+    }
+}

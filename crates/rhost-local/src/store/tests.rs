@@ -98,30 +98,43 @@ fn reservation_is_exactly_upstreams_file_and_nothing_is_left_beside_it() {
         .mode();
     assert_eq!(mode & 0o777, 0o644);
     assert!(net(&data).join("lock").is_file());
-    // Both files came fresh (no spares yet) and nothing is left beside them.
-    let spares = net(&data).join(META_DIR).join("spare");
-    assert_eq!(fs::read_dir(spares).map_or(0, |d| d.count()), 0);
-    assert!(!net(&data).join(META_DIR).join("tmp").exists());
+    // Nothing is left beside them: no temporary file.
+    let tmp = net(&data).join(META_DIR).join("tmp");
+    assert_eq!(fs::read_dir(tmp).map_or(0, |d| d.count()), 0);
 }
 
 #[test]
-fn a_released_reservation_serves_the_next_one_without_a_new_inode() {
-    use std::os::unix::fs::MetadataExt;
+fn a_released_address_is_free_again_and_a_taken_one_is_refused_without_a_trace() {
     let data = temp_dir("rhl-store");
     let (a, b) = (Owner::new("a", "eth0"), Owner::new("b", "eth0"));
     let mut s = open(&data);
     assert!(s.reserve(ip("10.1.0.2"), &a).unwrap());
-    let first = fs::metadata(net(&data).join("10.1.0.2")).unwrap().ino();
     assert!(s.release(ip("10.1.0.2"), &a).unwrap());
     assert!(!net(&data).join("10.1.0.2").exists());
     assert!(s.reserve(ip("10.1.0.3"), &b).unwrap());
     let file = net(&data).join("10.1.0.3");
-    assert_eq!(fs::metadata(&file).unwrap().ino(), first);
     assert_eq!(fs::read(&file).unwrap(), b"b\r\neth0");
-    // A taken address is refused, and the holder's file stays as it was.
-    assert!(!s.reserve(ip("10.1.0.3"), &a).unwrap());
+    // A taken address is refused, the holder's file stays as it was, and no file anywhere in
+    // the store holds the refused owner's content.
+    let c = Owner::new("refused-c", "eth0");
+    assert!(!s.reserve(ip("10.1.0.3"), &c).unwrap());
     assert_eq!(fs::read(&file).unwrap(), b"b\r\neth0");
     s.close().unwrap();
+    let mut stack = vec![net(&data)];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let text = String::from_utf8_lossy(&fs::read(e.path()).unwrap()).into_owned();
+                assert!(
+                    !text.contains("refused-c"),
+                    "{} names the refused owner",
+                    e.path().display()
+                );
+            }
+        }
+    }
     assert_eq!(
         NetworkDir::new(&data, "net").slot(ip("10.1.0.3")).unwrap(),
         Slot::Held(b)
@@ -336,7 +349,6 @@ fn leftovers_and_temp_files_of_killed_writers_are_reclaimed() {
     // Upstream killed between create and write; our temp file of a killed call.
     fs::write(net(&data).join("10.1.0.7"), b"").unwrap();
     fs::write(net(&data).join("fd00::7"), b"\n").unwrap();
-    // (Earlier versions wrote their temp files in tmp/.)
     let tmp = net(&data).join(META_DIR).join("tmp").join("123.1");
     fs::create_dir(tmp.parent().unwrap()).unwrap();
     fs::write(&tmp, b"c9\r\neth0").unwrap();
