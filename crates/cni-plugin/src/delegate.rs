@@ -49,9 +49,9 @@ pub struct Running {
 /// Starts plugin `name` for `verb` with `stdin` and returns at once, so the caller can work while
 /// the delegate runs (rbridge builds the veth while IPAM allocates). [`Running::finish`] collects
 /// the outcome; dropping it unfinished waits for the child, so none is left behind. Spawned from
-/// the calling thread, which waits until the child has exec'd (vfork, about 0.2 ms): spawning
-/// from a helper thread was measured slower, on this 2-CPU machine a fresh thread often waits
-/// longer for a CPU than the spawn takes.
+/// the calling thread, which waits until the child has exec'd (std uses posix_spawn, a vfork):
+/// measured with `scripts/bench`, spawning from a helper thread instead made rbridge's ADD
+/// 4-13% slower (the new thread waits for a CPU before it can spawn).
 pub fn start(call: &Call, name: &str, verb: Verb, stdin: &[u8]) -> Result<Running> {
     let binary = find_plugin(name, &call.path)?;
     let mut child = Command::new(&binary)
