@@ -8,16 +8,18 @@
 //! remove), a copy of any file it replaced (restored on `down`), the directories it created, and
 //! whether it synced routes.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::conflist::{self, NETWORK_NAME};
+use crate::files::{remove_file_synced, restore, Current, TEMP_MARK};
 use crate::routes;
+
+pub use crate::files::{sha256, write_atomic, Backup};
 
 /// The binaries installed, in the order of the chain.
 pub const PLUGINS: [&str; 4] = ["rbridge", "rhost-local", "rmasq", "rroutes"];
@@ -64,21 +66,6 @@ pub struct FileEntry {
     pub sha256: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<Backup>,
-}
-
-/// The file that was at a path before we wrote there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Backup {
-    File {
-        copy: PathBuf,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
-    Symlink {
-        target: PathBuf,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,44 +133,6 @@ pub struct Installer {
     pub dry_run: bool,
 }
 
-/// What is at a path now.
-enum Current {
-    Missing,
-    File {
-        sha256: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
-    Symlink(PathBuf),
-}
-
-impl Current {
-    fn read(path: &Path) -> Result<Current> {
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Current::Missing),
-            Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
-        };
-        if meta.file_type().is_symlink() {
-            return Ok(Current::Symlink(fs::read_link(path)?));
-        }
-        if !meta.is_file() {
-            bail!(
-                "{} exists and is not a file: refusing to replace it",
-                path.display()
-            );
-        }
-        let content = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Current::File {
-            sha256: sha256(&content),
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-        })
-    }
-}
-
 impl Installer {
     pub fn new(layout: Layout, dry_run: bool) -> Self {
         Installer { layout, dry_run }
@@ -220,41 +169,8 @@ impl Installer {
         ] {
             self.ensure_dir(dir, &mut m, &mut report)?;
         }
-
         self.remove_stale_temps(&mut report)?;
-
-        let mut writes: Vec<&Desired> = Vec::new();
-        for d in &plan.files {
-            let new = sha256(&d.content);
-            let cur = Current::read(&d.path)?;
-            match m.files.iter_mut().find(|e| e.path == d.path) {
-                Some(e) => {
-                    if let Current::File { sha256, mode, .. } = &cur {
-                        if *sha256 == new && *mode == d.mode {
-                            // On disk as wanted: drop hashes a crashed rewrite left.
-                            e.sha256 = vec![new];
-                            continue;
-                        }
-                    }
-                    // First is what will be on disk; the others stay ours until it is.
-                    e.sha256.retain(|h| *h != new);
-                    e.sha256.insert(0, new);
-                }
-                None => {
-                    let backup = match &cur {
-                        Current::Missing => None,
-                        _ => Some(self.backup(&d.path, &cur, &mut m, &mut report)?),
-                    };
-                    m.files.push(FileEntry {
-                        path: d.path.clone(),
-                        sha256: vec![new],
-                        backup,
-                    });
-                }
-            }
-            writes.push(d);
-        }
-
+        let writes = self.record_writes(plan, &mut m, &mut report)?;
         let routes = plan.sync_routes.as_ref().map(|rroutes| RoutesEntry {
             rroutes: rroutes.clone(),
             conflist: self.layout.conflist_path(),
@@ -284,21 +200,68 @@ impl Installer {
                 self.save_manifest(&m)?;
             }
         }
-
         report.warnings.extend(self.shadowing_conflists());
-        if let Some(rroutes) = &plan.sync_routes {
-            let conflist = self.layout.conflist_path();
-            if self.dry_run {
-                report.actions.push(format!(
-                    "would run {} sync --conflist {}",
-                    rroutes.display(),
-                    conflist.display()
-                ));
-            } else {
-                routes::sync(rroutes, &conflist)?;
-            }
-        }
+        self.sync_routes(plan, &mut report)?;
         Ok(report)
+    }
+
+    /// The files of `plan` that differ from what is on disk, each recorded in the manifest
+    /// (with a backup of a file not ours that it replaces) before it is written.
+    fn record_writes<'p>(
+        &self,
+        plan: &'p Plan,
+        m: &mut Manifest,
+        report: &mut Report,
+    ) -> Result<Vec<&'p Desired>> {
+        let mut writes = Vec::new();
+        for d in &plan.files {
+            let new = sha256(&d.content);
+            let cur = Current::read(&d.path)?;
+            match m.files.iter_mut().find(|e| e.path == d.path) {
+                Some(e) => {
+                    if let Current::File { sha256, mode, .. } = &cur {
+                        if *sha256 == new && *mode == d.mode {
+                            // On disk as wanted: drop hashes a crashed rewrite left.
+                            e.sha256 = vec![new];
+                            continue;
+                        }
+                    }
+                    // First is what will be on disk; the others stay ours until it is.
+                    e.sha256.retain(|h| *h != new);
+                    e.sha256.insert(0, new);
+                }
+                None => {
+                    let backup = match &cur {
+                        Current::Missing => None,
+                        _ => Some(self.backup(&d.path, &cur, m, report)?),
+                    };
+                    m.files.push(FileEntry {
+                        path: d.path.clone(),
+                        sha256: vec![new],
+                        backup,
+                    });
+                }
+            }
+            writes.push(d);
+        }
+        Ok(writes)
+    }
+
+    fn sync_routes(&self, plan: &Plan, report: &mut Report) -> Result<()> {
+        let Some(rroutes) = &plan.sync_routes else {
+            return Ok(());
+        };
+        let conflist = self.layout.conflist_path();
+        if self.dry_run {
+            report.actions.push(format!(
+                "would run {} sync --conflist {}",
+                rroutes.display(),
+                conflist.display()
+            ));
+            Ok(())
+        } else {
+            routes::sync(rroutes, &conflist)
+        }
     }
 
     /// Temporary files of a write that was interrupted (killed between create and rename): ours
@@ -378,45 +341,7 @@ impl Installer {
         }
 
         for e in m.files.iter().rev() {
-            let cur = Current::read(&e.path)?;
-            let ours = match &cur {
-                Current::Missing => true,
-                Current::File { sha256, .. } => e.sha256.contains(sha256),
-                Current::Symlink(_) => false,
-            };
-            if !ours {
-                report.warnings.push(format!(
-                    "{} changed since rcni-install wrote it: left in place{}",
-                    e.path.display(),
-                    match &e.backup {
-                        Some(Backup::File { copy, .. }) =>
-                            format!(" (the file it replaced is kept at {})", copy.display()),
-                        _ => String::new(),
-                    }
-                ));
-                continue;
-            }
-            match &e.backup {
-                None => {
-                    if !matches!(cur, Current::Missing) {
-                        report
-                            .actions
-                            .push(format!("{would}remove {}", e.path.display()));
-                        if !self.dry_run {
-                            remove_file_synced(&e.path)?;
-                        }
-                    }
-                }
-                Some(b) => {
-                    report.actions.push(format!(
-                        "{would}restore {} as it was before",
-                        e.path.display()
-                    ));
-                    if !self.dry_run {
-                        restore(&e.path, b)?;
-                    }
-                }
-            }
+            self.remove_file(e, &mut report)?;
         }
 
         report.actions.push(format!(
@@ -444,6 +369,52 @@ impl Installer {
             }
         }
         Ok(report)
+    }
+
+    /// Removes one file `up` wrote, or puts back the file it replaced; leaves it (with a
+    /// warning) when someone changed it since.
+    fn remove_file(&self, e: &FileEntry, report: &mut Report) -> Result<()> {
+        let would = if self.dry_run { "would " } else { "" };
+        let cur = Current::read(&e.path)?;
+        let ours = match &cur {
+            Current::Missing => true,
+            Current::File { sha256, .. } => e.sha256.contains(sha256),
+            Current::Symlink(_) => false,
+        };
+        if !ours {
+            report.warnings.push(format!(
+                "{} changed since rcni-install wrote it: left in place{}",
+                e.path.display(),
+                match &e.backup {
+                    Some(Backup::File { copy, .. }) =>
+                        format!(" (the file it replaced is kept at {})", copy.display()),
+                    _ => String::new(),
+                }
+            ));
+            return Ok(());
+        }
+        match &e.backup {
+            None => {
+                if !matches!(cur, Current::Missing) {
+                    report
+                        .actions
+                        .push(format!("{would}remove {}", e.path.display()));
+                    if !self.dry_run {
+                        remove_file_synced(&e.path)?;
+                    }
+                }
+            }
+            Some(b) => {
+                report.actions.push(format!(
+                    "{would}restore {} as it was before",
+                    e.path.display()
+                ));
+                if !self.dry_run {
+                    restore(&e.path, b)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `rroutes sync` on the conflist with no hostRoutes: rroutes removes the routes it
@@ -573,107 +544,4 @@ impl Installer {
             Current::Missing => unreachable!("nothing to back up"),
         }
     }
-}
-
-fn restore(path: &Path, b: &Backup) -> Result<()> {
-    match b {
-        Backup::File {
-            copy,
-            mode,
-            uid,
-            gid,
-        } => {
-            let content = fs::read(copy)
-                .with_context(|| format!("reading the kept copy {}", copy.display()))?;
-            write_atomic(path, &content, *mode, Some((*uid, *gid)))?;
-            remove_file_synced(copy)
-        }
-        Backup::Symlink { target } => {
-            let tmp = temp_name(path);
-            let _ = fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(target, &tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-            sync_parent(path)
-        }
-    }
-}
-
-/// Beside the target, hidden and ending in `.tmp`: libcni loads only `.conf`, `.conflist` and
-/// `.json` from the conf dir, so a runtime never reads a half-written conflist either.
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}{TEMP_MARK}{}.tmp", std::process::id()))
-}
-
-const TEMP_MARK: &str = ".rcni-install-";
-
-/// Write beside, fsync, rename over, fsync the directory.
-pub fn write_atomic(
-    path: &Path,
-    content: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<()> {
-    let tmp = temp_name(path);
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(content)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        if let Some((uid, gid)) = owner {
-            // Only when it differs: chown needs CAP_CHOWN, which the DaemonSet drops.
-            let meta = f.metadata()?;
-            if (meta.uid(), meta.gid()) != (uid, gid) {
-                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                    .with_context(|| format!("chown {}", tmp.display()))?;
-            }
-        }
-        // After chown, which clears set-id bits; and past the umask.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()
-            .with_context(|| format!("fsync {}", tmp.display()))?;
-        drop(f);
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_parent(path)
-}
-
-fn remove_file_synced(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_parent(path),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-    }
-}
-
-fn sync_parent(path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("fsync {}", dir.display()))
-}
-
-pub fn sha256(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

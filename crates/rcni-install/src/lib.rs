@@ -3,6 +3,7 @@
 //! the other nodes in step, and removes exactly what it installed.
 
 pub mod conflist;
+mod files;
 pub mod install;
 pub mod kube;
 pub mod nodes;

@@ -250,6 +250,12 @@ fn print_report(report: &Report) {
     }
 }
 
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("rcni-install: warning: {w}");
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up {
@@ -263,13 +269,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let layout = layout.layout()?;
             let (inputs, warnings) = resolve(&inputs, &source, &kube)?;
-            for w in warnings {
-                eprintln!("rcni-install: warning: {w}");
-            }
+            print_warnings(&warnings);
             let text = inputs.render();
             let plan = Plan::new(&layout, &src_dir(&src)?, &text, !no_routes)?;
-            let installer = Installer::new(layout.clone(), dry_run);
-            let report = installer.up(&plan)?;
+            let report = Installer::new(layout.clone(), dry_run).up(&plan)?;
             print_report(&report);
             if dry_run {
                 println!(
@@ -297,9 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             kube,
         } => {
             let (inputs, warnings) = resolve(&inputs, &source, &kube)?;
-            for w in warnings {
-                eprintln!("rcni-install: warning: {w}");
-            }
+            print_warnings(&warnings);
             print!("{}", inputs.render());
             Ok(())
         }
@@ -314,82 +315,108 @@ fn run(cli: Cli) -> Result<()> {
             uninstall,
         } => {
             signal::install_handlers();
-            let installer = Installer::new(layout.layout()?, false);
-            let src = src_dir(&src)?;
-            let source = SourceArgs {
-                pod_cidrs: Vec::new(),
-                host_routes: Vec::new(),
-                nodes_file: None,
-                kube: true,
+            let mut daemon = Daemon {
+                installer: Installer::new(layout.layout()?, false),
+                src: src_dir(&src)?,
+                inputs,
+                kube,
+                no_routes,
+                last_warnings: Vec::new(),
+                uninstalled: false,
             };
-            let mut round = 0u64;
-            let mut last_warnings = Vec::new();
-            let mut last_error = None;
-            let mut done = false;
-            loop {
-                round += 1;
-                let result = if uninstall {
-                    if done {
-                        Ok(())
-                    } else {
-                        installer.down(false).map(|r| {
-                            print_report(&r);
-                            done = true;
-                        })
-                    }
-                } else {
-                    (|| -> Result<()> {
-                        let (inputs, warnings) = resolve(&inputs, &source, &kube)?;
-                        // Only when they change: the same warning every round is noise.
-                        if warnings != last_warnings {
-                            for w in &warnings {
-                                eprintln!("rcni-install: warning: {w}");
-                            }
-                            last_warnings = warnings;
-                        }
-                        let plan =
-                            Plan::new(&installer.layout, &src, &inputs.render(), !no_routes)?;
-                        let report = installer.up(&plan)?;
-                        print_report(&report);
-                        if report.changed {
-                            println!(
-                                "rcni-install: node {} up to date: podCIDRs {}, {} host routes",
-                                kube.node_name()?,
-                                inputs
-                                    .pod_cidrs
-                                    .iter()
-                                    .map(|n| n.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(","),
-                                inputs.host_routes.len()
-                            );
-                        }
-                        Ok(())
-                    })()
-                };
-                match result {
-                    Ok(()) => {
-                        if last_error.take().is_some() {
-                            println!("rcni-install: recovered");
-                        }
-                    }
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        if last_error.as_ref() != Some(&msg) {
-                            eprintln!("rcni-install: error (retrying every {interval:?}): {msg}");
-                        }
-                        last_error = Some(msg);
+            daemon.run(interval, rounds, uninstall)
+        }
+    }
+}
+
+/// The DaemonSet's loop: a round every `interval`, errors logged (once while they repeat) and
+/// retried on the next round.
+struct Daemon {
+    installer: Installer,
+    src: PathBuf,
+    inputs: InputArgs,
+    kube: KubeArgs,
+    no_routes: bool,
+    last_warnings: Vec<String>,
+    uninstalled: bool,
+}
+
+impl Daemon {
+    fn run(&mut self, interval: Duration, rounds: Option<u64>, uninstall: bool) -> Result<()> {
+        let mut round = 0u64;
+        let mut last_error = None;
+        loop {
+            round += 1;
+            let result = if uninstall {
+                self.uninstall()
+            } else {
+                self.install()
+            };
+            match result {
+                Ok(()) => {
+                    if last_error.take().is_some() {
+                        println!("rcni-install: recovered");
                     }
                 }
-                if rounds.is_some_and(|n| round >= n) || signal::sleep(interval) {
-                    break;
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    if last_error.as_ref() != Some(&msg) {
+                        eprintln!("rcni-install: error (retrying every {interval:?}): {msg}");
+                    }
+                    last_error = Some(msg);
                 }
             }
-            match last_error {
-                Some(e) => bail!("last round failed: {e}"),
-                None => Ok(()),
+            if rounds.is_some_and(|n| round >= n) || signal::sleep(interval) {
+                break;
             }
         }
+        match last_error {
+            Some(e) => bail!("last round failed: {e}"),
+            None => Ok(()),
+        }
+    }
+
+    /// `down` once, then idle.
+    fn uninstall(&mut self) -> Result<()> {
+        if !self.uninstalled {
+            print_report(&self.installer.down(false)?);
+            self.uninstalled = true;
+        }
+        Ok(())
+    }
+
+    /// One round: the node's inputs from the API, and whatever they change installed.
+    fn install(&mut self) -> Result<()> {
+        let source = SourceArgs {
+            pod_cidrs: Vec::new(),
+            host_routes: Vec::new(),
+            nodes_file: None,
+            kube: true,
+        };
+        let (inputs, warnings) = resolve(&self.inputs, &source, &self.kube)?;
+        // Only when they change: the same warning every round is noise.
+        if warnings != self.last_warnings {
+            print_warnings(&warnings);
+            self.last_warnings = warnings;
+        }
+        let plan = Plan::new(
+            &self.installer.layout,
+            &self.src,
+            &inputs.render(),
+            !self.no_routes,
+        )?;
+        let report = self.installer.up(&plan)?;
+        print_report(&report);
+        if report.changed {
+            let pod_cidrs: Vec<String> = inputs.pod_cidrs.iter().map(|n| n.to_string()).collect();
+            println!(
+                "rcni-install: node {} up to date: podCIDRs {}, {} host routes",
+                self.kube.node_name()?,
+                pod_cidrs.join(","),
+                inputs.host_routes.len()
+            );
+        }
+        Ok(())
     }
 }
 
