@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use cni_testkit::Netns;
 use serde_json::{json, Value};
 
-use crate::{shipped_conflist, Libcni};
+use crate::libcni::{shipped_conflist, Libcni};
 
 const PROBE_PORT: &str = "7777";
 pub const CLUSTER_V4: &str = "10.244.0.0/16";

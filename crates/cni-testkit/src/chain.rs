@@ -10,8 +10,8 @@ use cni_types::{NetConfList, SpecVersion};
 use serde_json::{Map, Value};
 
 use crate::fs::{bin_dir, cni_path_with_upstream, upstream_dir};
+use crate::netns::Netns;
 use crate::plugin::{run_plugin, Invocation, PluginRun};
-use crate::Netns;
 
 /// Parses a conflist written as JSON; panics saying what is wrong with it.
 pub fn conflist(list: &Value) -> NetConfList {

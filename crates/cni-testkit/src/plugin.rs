@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::fs::bin_dir;
-use crate::Netns;
+use crate::netns::Netns;
 
 /// Default time a plugin may take before it is killed; `RCNI_PLUGIN_TIMEOUT_SECS` overrides.
 /// A hung plugin must fail its test, not hang the whole suite.

@@ -6,10 +6,16 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use cni_types::error::Result;
+use cni_types::error::{CniError, Result, IO_FAILURE};
 
 use crate::owner::Owner;
-use crate::store::{io_err, LAST_RESERVED_PREFIX};
+
+/// Upstream's name of the file holding the address last handed out from range set `<n>`.
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+
+pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CniError {
+    CniError::new(IO_FAILURE, format!("{what}: {e}"))
+}
 
 /// What `<dir>/<ip>` holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

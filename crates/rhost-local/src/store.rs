@@ -56,7 +56,7 @@ use cni_plugin::statefile;
 use cni_types::error::{CniError, Result, IO_FAILURE};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::netdir::{small_file, NetworkDir, Slot};
+use crate::netdir::{io_err, small_file, NetworkDir, Slot, LAST_RESERVED_PREFIX};
 use crate::owner::Owner;
 use crate::testhook::point;
 
@@ -65,14 +65,9 @@ mod index;
 pub(crate) use index::Rebuilt;
 
 pub const LOCK_FILE: &str = "lock";
-pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 pub const META_DIR: &str = ".rhost-local";
 pub(crate) const SNAPSHOT: &str = ".snapshot";
 const MARKER_HEADER: &str = "rhost-local index v2";
-
-pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CniError {
-    CniError::new(IO_FAILURE, format!("{what}: {e}"))
-}
 
 /// The locked store of one network. Drop releases the lock; call [`Store::close`] to record the
 /// index marker (without it the next call rebuilds, which is always safe).

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use cni_types::error::Result;
 
-use super::{io_err, remove_if_exists, Store, SNAPSHOT};
+use super::{remove_if_exists, Store, SNAPSHOT};
+use crate::netdir::io_err;
 use crate::netdir::Slot;
 use crate::owner::Owner;
 use crate::snapshot;
