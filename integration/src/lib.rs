@@ -1,7 +1,6 @@
 //! Support for end-to-end tests: the real libcni (built offline from Debian's source) driving
 //! the shipped conflists inside a node namespace, as containerd or CRI-O would.
 
-pub mod chain;
 pub mod cluster;
 pub mod cri;
 mod libcni;

@@ -89,7 +89,12 @@ pub struct TempDir {
 /// The pid keeps concurrent test processes apart, the counter keeps threads apart; a leftover from
 /// an earlier run with the same pid is skipped rather than reused, so tests always start empty.
 pub fn temp_dir(prefix: &str) -> TempDir {
-    let base = std::env::temp_dir();
+    temp_dir_in(&std::env::temp_dir(), prefix)
+}
+
+/// [`temp_dir`] under `base` instead of the system's temporary directory (e.g. a filesystem to
+/// measure on).
+pub fn temp_dir_in(base: &Path, prefix: &str) -> TempDir {
     let pid = std::process::id();
     for _ in 0..10_000 {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,7 @@ mod plugin;
 
 pub use chain::{binary, conflist, find_plugin, plugin_config, Chain, PluginCall};
 pub use fs::{
-    bin_dir, cni_path_with_upstream, plugin_bin, require_root, temp_dir, upstream_bin,
+    bin_dir, cni_path_with_upstream, plugin_bin, require_root, temp_dir, temp_dir_in, upstream_bin,
     upstream_dir, TempDir,
 };
 pub use netns::{sweep_stale, Netns};

@@ -48,9 +48,39 @@ fn main() {
         }
     );
     let started = std::time::Instant::now();
-    let mut cluster = Cluster::up(chain, Naming::Demo, 2, 2, Path::new(STATE));
+    let cluster = Cluster::up(chain, Naming::Demo, 2, 2, Path::new(STATE));
     println!("cluster up in {:.2} s\n", started.elapsed().as_secs_f64());
 
+    print_pods(&cluster);
+    println!("\nconnectivity: each cell says how the destination saw the source");
+    println!("  direct = source address kept (no NAT)   nat:X = seen as node X's address   FAIL = no connection");
+    println!("  ! = not what a Kubernetes network must give\n");
+    let mut problems = Vec::new();
+    for v6 in [false, true] {
+        let (table, p) = cluster.matrix(v6);
+        println!("{}", if v6 { "IPv6" } else { "IPv4" });
+        println!("{table}");
+        problems.extend(p);
+    }
+    if keep {
+        println!("kept: inspect with `ip netns` (rcni-demo-*), state in {STATE}; remove with `scripts/demo down`");
+        cluster.keep();
+    } else {
+        problems.extend(delete_all(cluster));
+    }
+    if problems.is_empty() {
+        println!("\nOK: every check a Kubernetes network needs passed");
+    } else {
+        println!("\n{} problem(s):", problems.len());
+        for p in &problems {
+            println!("  {p}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// The nodes and pods with their addresses, one line each.
+fn print_pods(cluster: &Cluster) {
     println!(
         "{:<8}{:<10}{:<20}{:<28}IPv6",
         "node", "pod", "netns", "IPv4"
@@ -81,39 +111,17 @@ fn main() {
         }
         println!("{:<8}podCIDRs {} {}", "", n.pod_cidrs[0], n.pod_cidrs[1]);
     }
-    println!("\nconnectivity: each cell says how the destination saw the source");
-    println!("  direct = source address kept (no NAT)   nat:X = seen as node X's address   FAIL = no connection");
-    println!("  ! = not what a Kubernetes network must give\n");
-    let mut problems = Vec::new();
-    for v6 in [false, true] {
-        let (table, p) = cluster.matrix(v6);
-        println!("{}", if v6 { "IPv6" } else { "IPv4" });
-        println!("{table}");
-        problems.extend(p);
-    }
-    if keep {
-        println!("kept: inspect with `ip netns` (rcni-demo-*), state in {STATE}; remove with `scripts/demo down`");
-        cluster.keep();
+}
+
+/// Deletes every pod through libcni, then the cluster; what was left behind.
+fn delete_all(mut cluster: Cluster) -> Vec<String> {
+    let leftovers = cluster.delete_pods();
+    if leftovers.is_empty() {
+        println!("all pods deleted through libcni (DEL twice each): no link or allocation left");
     } else {
-        let leftovers = cluster.delete_pods();
-        if leftovers.is_empty() {
-            println!(
-                "all pods deleted through libcni (DEL twice each): no link or allocation left"
-            );
-        } else {
-            println!("left behind after DEL: {leftovers:?}");
-            problems.extend(leftovers);
-        }
-        drop(cluster);
-        demo_down(Path::new(STATE));
+        println!("left behind after DEL: {leftovers:?}");
     }
-    if problems.is_empty() {
-        println!("\nOK: every check a Kubernetes network needs passed");
-    } else {
-        println!("\n{} problem(s):", problems.len());
-        for p in &problems {
-            println!("  {p}");
-        }
-        std::process::exit(1);
-    }
+    drop(cluster);
+    demo_down(Path::new(STATE));
+    leftovers
 }

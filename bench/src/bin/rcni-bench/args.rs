@@ -1,0 +1,58 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+/// What to run.
+pub struct Args {
+    /// Only our chain's scale points.
+    pub scale_ours: bool,
+    pub runs: usize,
+    pub storm: usize,
+    pub scale: Vec<usize>,
+    /// Where the chains keep their IPAM and masquerade state (default: the temporary dir).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn storm(&self) -> bool {
+        self.storm > 0
+    }
+}
+
+pub fn parse_args() -> Args {
+    let mut a = Args {
+        scale_ours: false,
+        runs: 40,
+        storm: 110,
+        scale: vec![10, 250, 1000],
+        state_dir: None,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let next = || argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--runs" => a.runs = next().parse().expect("--runs N"),
+            "--state-dir" => a.state_dir = Some(PathBuf::from(next())),
+            "--storm" => a.storm = next().parse().expect("--storm N"),
+            "--scale" | "--scale-ours" => {
+                a.scale_ours = argv[i] == "--scale-ours";
+                a.scale = next()
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "none")
+                    .map(|s| s.parse().expect("--scale A,B,C or none"))
+                    .collect()
+            }
+            "--quick" => {
+                a.runs = 10;
+                a.storm = 30;
+                a.scale = vec![10, 100];
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--storm N|0] [--scale A,B|none] [--quick] [--state-dir DIR]"),
+        }
+        i += 2;
+    }
+    a
+}
