@@ -33,7 +33,7 @@ use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE, PLUGI
 
 use crate::backend::{in_path, Backend, Plan};
 use crate::class::{BackendKind, Class};
-use crate::nfnl::{self, Nfnl, NFPROTO_IPV4, NFPROTO_IPV6};
+use cni_netlink::netfilter::{Family, Netfilter};
 
 pub const FORWARD_CHAIN: &str = "RMASQ-FORWARD";
 const FORWARD_JUMP: &str = "-j RMASQ-FORWARD";
@@ -358,42 +358,30 @@ fn chains(c: &Class) -> Vec<(&'static str, String)> {
 ///
 /// None if it cannot be read: then the rules are always checked.
 pub fn fingerprint(c: &Class) -> Option<String> {
-    fingerprint_with(&mut Nfnl::open().ok()?, c)
+    fingerprint_with(&mut Netfilter::open().ok()?, c)
 }
 
 /// [`fingerprint`] on an open socket.
-pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
+pub fn fingerprint_with(nl: &mut Netfilter, c: &Class) -> Option<String> {
     let mut fp = whereabouts()?;
     if c.backend == BackendKind::Iptables {
         let _ = writeln!(fp, "gen {}", nl.generation().ok()?);
     }
-    let v4 = c.is_v4();
-    let family = if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
-    let tables = nl.dump(nfnl::NFT_MSG_GETTABLE, family, &[]).ok()?;
+    let family = if c.is_v4() {
+        Family::Ipv4
+    } else {
+        Family::Ipv6
+    };
+    let tables = nl.tables(family).ok()?;
     for (table, chain) in &chains(c) {
-        let handle = tables.iter().find_map(|p| {
-            let a = nfnl::payload_attrs(p);
-            (a.str(nfnl::NFTA_TABLE_NAME) == Some(table)).then(|| a.be64(nfnl::NFTA_TABLE_HANDLE))
-        });
+        let handle = tables.iter().find(|t| t.name == *table).map(|t| t.handle);
         let _ = write!(fp, "nft {table}");
         match handle {
             Some(h) => {
-                let _ = write!(fp, "#{} {chain}:", h.unwrap_or(0));
-                let rules = nl
-                    .dump(
-                        nfnl::NFT_MSG_GETRULE,
-                        family,
-                        &[
-                            (nfnl::NFTA_RULE_TABLE, table),
-                            (nfnl::NFTA_RULE_CHAIN, chain),
-                        ],
-                    )
-                    .ok()?;
-                for p in &rules {
-                    let a = nfnl::payload_attrs(p);
-                    if a.str(nfnl::NFTA_RULE_CHAIN) == Some(chain.as_str()) {
-                        let _ = write!(fp, " {}", a.be64(nfnl::NFTA_RULE_HANDLE).unwrap_or(0));
-                    }
+                let _ = write!(fp, "#{h} {chain}:");
+                let rules = nl.rules(family, table, Some(chain)).ok()?;
+                for r in rules.iter().filter(|r| r.chain == *chain) {
+                    let _ = write!(fp, " {}", r.handle);
                 }
                 fp.push('\n');
             }
@@ -411,7 +399,7 @@ pub fn fingerprint_with(nl: &mut Nfnl, c: &Class) -> Option<String> {
 /// the same, the fresh fingerprint comes back (`Some(Some(_))`) to be stored, so the next
 /// check is quick again. Other classes' fingerprints carry no generation: their chains are
 /// always read.
-pub fn unchanged(nl: &mut Nfnl, c: &Class, stored: &str) -> Option<Option<String>> {
+pub fn unchanged(nl: &mut Netfilter, c: &Class, stored: &str) -> Option<Option<String>> {
     let quick = c.backend == BackendKind::Iptables;
     if quick {
         let gen = nl.generation().ok()?;

@@ -21,7 +21,6 @@
 pub mod backend;
 pub mod class;
 pub mod iptables;
-pub mod nfnl;
 pub mod nftables;
 pub mod plugin;
 pub mod state;
@@ -30,13 +29,13 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use cni_netlink::netfilter::Netfilter;
 use cni_types::error::{CniError, Result, CHECK_MISMATCH, PLUGIN_NOT_AVAILABLE};
 use cni_types::Attachment;
 use ipnet::IpNet;
 
 pub use backend::{backend, detect, Backend, Plan};
 pub use class::{BackendKind, Class, Options};
-use nfnl::Nfnl;
 use state::{Entry, Locked, Record, Store};
 
 /// Where state lives unless configured otherwise (`stateDir`).
@@ -229,7 +228,7 @@ impl Masq {
     fn apply(
         &self,
         l: &Locked<'_>,
-        nl: &mut Option<Nfnl>,
+        nl: &mut Option<Netfilter>,
         kind: BackendKind,
         plan: &Plan,
     ) -> Result<()> {
@@ -240,9 +239,9 @@ impl Masq {
             .filter(|c| iptables::has_rules(c))
             .collect();
         if nl.is_none() && (kind == BackendKind::Nftables || !with_iptables.is_empty()) {
-            *nl = Nfnl::open().ok();
+            *nl = Netfilter::open().ok();
         }
-        let fingerprint = |nl: &mut Option<Nfnl>, c: &Class| {
+        let fingerprint = |nl: &mut Option<Netfilter>, c: &Class| {
             nl.as_mut().and_then(|nl| iptables::fingerprint_with(nl, c))
         };
         let classes_exist = plan.drop.is_empty() && plan.ensure.iter().all(|(_, fresh)| !fresh);
@@ -309,7 +308,12 @@ impl Masq {
         }
     }
 
-    fn teardown_locked(&self, l: &Locked<'_>, nl: &mut Option<Nfnl>, r: &Record) -> Result<()> {
+    fn teardown_locked(
+        &self,
+        l: &Locked<'_>,
+        nl: &mut Option<Netfilter>,
+        r: &Record,
+    ) -> Result<()> {
         let owner = r.owner();
         let mut plan = Plan::default();
         let mut leaving: Vec<(String, Vec<IpAddr>)> = Vec::new();

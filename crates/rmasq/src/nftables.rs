@@ -28,9 +28,10 @@
 //! Set elements are added with `add` (a no-op if present) and removed with `add` then `delete`
 //! in one transaction, which succeeds whether or not the element was there.
 //!
-//! Rules are written by `nft` rather than netlink: the maintained netlink crates are GPL-3.0
-//! (rustables) or need libnftnl at build time (nftnl), and compiling rules by hand would tie us
-//! to nft's bytecode; set elements are simple enough to build by hand ([`crate::nfnl`]).
+//! Rules are written by `nft` rather than netlink: the maintained netlink crates that write
+//! rules are GPL-3.0 (rustables) or need libnftnl at build time (nftnl), and compiling rules by
+//! hand would tie us to nft's bytecode; set elements and the read-back go over nfnetlink
+//! (`cni_netlink::netfilter`).
 //! Forwarding accepts go to iptables (see [`crate::iptables`]): an nftables `accept` in our
 //! table cannot override a DROP policy in another table, which is where nodes have it.
 
@@ -44,7 +45,7 @@ use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE, PLUGI
 use crate::backend::{Backend, Plan};
 use crate::class::{BackendKind, Class};
 use crate::iptables;
-use crate::nfnl::{self, ElemOp, Nfnl, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
+use cni_netlink::netfilter::{ElemOp, Expr, Family, Netfilter, Rule};
 
 pub const TABLE: &str = "rmasq";
 
@@ -257,12 +258,12 @@ pub fn key(addr: IpAddr) -> Vec<u8> {
 /// when the table or a set is missing, rules that differ, no nf_tables at all) means: run
 /// [`Nftables::apply`] instead, which writes everything again; nothing was changed then.
 pub fn update_elements(plan: &Plan) -> io::Result<()> {
-    update_elements_with(&mut Nfnl::open()?, plan)
+    update_elements_with(&mut Netfilter::open()?, plan)
 }
 
 /// [`update_elements`] on an open socket (one per call: closing a netfilter socket waits for
 /// nf_tables' deferred frees, so fewer sockets mean fewer waits).
-pub fn update_elements_with(nl: &mut Nfnl, plan: &Plan) -> io::Result<()> {
+pub fn update_elements_with(nl: &mut Netfilter, plan: &Plan) -> io::Result<()> {
     if plan.live.is_empty() || !plan.drop.is_empty() || plan.ensure.iter().any(|(_, f)| *f) {
         return Err(io::Error::other("classes are created or removed"));
     }
@@ -283,99 +284,13 @@ pub fn update_elements_with(nl: &mut Nfnl, plan: &Plan) -> io::Result<()> {
         .iter()
         .map(|(op, set, k)| (*op, set.as_str(), k.as_slice()))
         .collect();
-    nl.setelems(NFPROTO_INET, TABLE, &ops)
-}
-
-/// One expression of a dumped rule, as far as our rules need telling apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expr {
-    Meta {
-        key: u32,
-    },
-    Cmp {
-        op: u32,
-        data: Vec<u8>,
-    },
-    Payload {
-        base: u32,
-        offset: u32,
-        len: u32,
-    },
-    Lookup {
-        set: String,
-        inverted: bool,
-        map: bool,
-    },
-    Verdict {
-        code: i32,
-        chain: Option<String>,
-    },
-    Masq,
-    Other(String),
+    nl.change_elements(Family::Inet, TABLE, &ops)
 }
 
 const NFT_META_NFPROTO: u32 = 15;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_RETURN: i32 = -5;
-
-fn parse_expr(a: nfnl::Attrs<'_>) -> Expr {
-    let name = a.str(nfnl::NFTA_EXPR_NAME).unwrap_or_default();
-    let d = a.nested(nfnl::NFTA_EXPR_DATA);
-    match name {
-        "meta" if d.get(1).is_some() => Expr::Meta {
-            key: d.be32(2).unwrap_or(u32::MAX),
-        },
-        "cmp" => Expr::Cmp {
-            op: d.be32(2).unwrap_or(u32::MAX),
-            data: d
-                .nested(3)
-                .get(nfnl::NFTA_DATA_VALUE)
-                .unwrap_or(&[])
-                .to_vec(),
-        },
-        // A payload load (with a source register it would be a write).
-        "payload" if d.get(5).is_none() => Expr::Payload {
-            base: d.be32(2).unwrap_or(u32::MAX),
-            offset: d.be32(3).unwrap_or(u32::MAX),
-            len: d.be32(4).unwrap_or(u32::MAX),
-        },
-        "lookup" => Expr::Lookup {
-            set: d.str(1).unwrap_or_default().to_string(),
-            inverted: d.be32(5).unwrap_or(0) & 1 != 0,
-            map: d.get(3).is_some(),
-        },
-        // An immediate into the verdict register (0).
-        "immediate" if d.be32(1) == Some(0) => {
-            let v = d.nested(2).nested(nfnl::NFTA_DATA_VERDICT);
-            Expr::Verdict {
-                code: v.be32(nfnl::NFTA_VERDICT_CODE).map_or(0, |c| c as i32),
-                chain: v.str(nfnl::NFTA_VERDICT_CHAIN).map(str::to_string),
-            }
-        }
-        "masq" => Expr::Masq,
-        other => Expr::Other(other.to_string()),
-    }
-}
-
-/// A dumped rule: its chain and expressions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub chain: String,
-    pub exprs: Vec<Expr>,
-}
-
-pub fn parse_rule(payload: &[u8]) -> Rule {
-    let a = nfnl::payload_attrs(payload);
-    Rule {
-        chain: a.str(nfnl::NFTA_RULE_CHAIN).unwrap_or_default().to_string(),
-        exprs: a
-            .nested(nfnl::NFTA_RULE_EXPRESSIONS)
-            .filter(|(t, _)| *t == nfnl::NFTA_LIST_ELEM)
-            .map(|(_, e)| parse_expr(nfnl::Attrs(e)))
-            .collect(),
-    }
-}
 
 /// The expressions `nft` compiles `<ip|ip6> <saddr|daddr> @<set> <verdict>` into, without the
 /// `meta nfproto` guard an inet table adds (see [`significant`]).
@@ -403,11 +318,11 @@ fn match_set(c: &Class, source: bool, set: String, verdict: Expr) -> Vec<Expr> {
 
 /// A rule's expressions without a leading `meta nfproto == <the class's family>` guard.
 fn significant<'a>(c: &Class, exprs: &'a [Expr]) -> &'a [Expr] {
-    let fam = if c.is_v4() {
-        NFPROTO_IPV4
+    let fam = u8::from(if c.is_v4() {
+        Family::Ipv4
     } else {
-        NFPROTO_IPV6
-    };
+        Family::Ipv6
+    });
     match exprs {
         [Expr::Meta {
             key: NFT_META_NFPROTO,
@@ -529,45 +444,16 @@ pub fn check_rules(rules: &[Rule], live: &[Class]) -> io::Result<()> {
 }
 
 /// Reads the rules and skip sets of `live` back from the kernel and checks them.
-fn verify(nl: &mut Nfnl, live: &[Class]) -> io::Result<()> {
-    let rules: Vec<Rule> = nl
-        .dump(
-            nfnl::NFT_MSG_GETRULE,
-            NFPROTO_INET,
-            &[(nfnl::NFTA_RULE_TABLE, TABLE)],
-        )?
-        .iter()
-        .map(|p| parse_rule(p))
-        .collect();
+fn verify(nl: &mut Netfilter, live: &[Class]) -> io::Result<()> {
+    let rules = nl.rules(Family::Inet, TABLE, None)?;
     check_rules(&rules, live)?;
     for c in live {
         let set = format!("{}_skip", chain(c));
-        let mut elems = Vec::new();
-        for p in nl.dump(
-            nfnl::NFT_MSG_GETSETELEM,
-            NFPROTO_INET,
-            &[
-                (nfnl::NFTA_SET_ELEM_LIST_TABLE, TABLE),
-                (nfnl::NFTA_SET_ELEM_LIST_SET, &set),
-            ],
-        )? {
-            for (t, e) in nfnl::payload_attrs(&p).nested(nfnl::NFTA_SET_ELEM_LIST_ELEMENTS) {
-                if t != nfnl::NFTA_LIST_ELEM {
-                    continue;
-                }
-                let e = nfnl::Attrs(e);
-                let value = |ty| e.nested(ty).get(nfnl::NFTA_DATA_VALUE).map(<[u8]>::to_vec);
-                let Some(k) = value(nfnl::NFTA_SET_ELEM_KEY) else {
-                    continue;
-                };
-                let flags = e.be32(nfnl::NFTA_SET_ELEM_FLAGS).unwrap_or(0);
-                elems.push((
-                    k,
-                    flags & nfnl::NFT_SET_ELEM_INTERVAL_END != 0,
-                    value(nfnl::NFTA_SET_ELEM_KEY_END),
-                ));
-            }
-        }
+        let elems: Vec<Element> = nl
+            .set_elements(Family::Inet, TABLE, &set)?
+            .into_iter()
+            .map(|e| (e.key, e.interval_end, e.key_end))
+            .collect();
         if element_ranges(c.is_v4(), &elems) != skip_ranges(c) {
             return Err(differs(format!("set {set} differs")));
         }
@@ -806,14 +692,15 @@ mod tests {
                 },
             ]
         };
-        let fam = if c.is_v4() {
-            NFPROTO_IPV4
+        let fam = u8::from(if c.is_v4() {
+            Family::Ipv4
         } else {
-            NFPROTO_IPV6
-        };
+            Family::Ipv6
+        });
         let (saddr, daddr, len) = if c.is_v4() { (12, 16, 4) } else { (8, 24, 16) };
         let rule = |chain: &str, tail: Vec<Expr>| Rule {
             chain: chain.to_string(),
+            handle: 0,
             exprs: [guard(fam), tail].concat(),
         };
         let lookup = |set: String| Expr::Lookup {
@@ -851,6 +738,7 @@ mod tests {
             ),
             Rule {
                 chain: ch.clone(),
+                handle: 0,
                 exprs: vec![Expr::Masq],
             },
         ]
@@ -934,7 +822,7 @@ mod tests {
                 Box::new(|r| {
                     r[1].exprs[1] = Expr::Cmp {
                         op: 0,
-                        data: vec![NFPROTO_IPV6],
+                        data: vec![u8::from(Family::Ipv6)],
                     };
                 }),
             ),
