@@ -33,7 +33,7 @@ impl std::fmt::Display for BackendKind {
 /// What a caller (the plugin, or rbridge's `ipMasq`) asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// None: decided once per state dir from what the node uses (see [`crate::detect`]).
+    /// None: decided once per state dir from what the node uses (see `backend::detect`).
     pub backend: Option<BackendKind>,
     /// Destinations never masqueraded. None: the subnets of the pod's addresses.
     pub non_masquerade_cidrs: Option<Vec<IpNet>>,
@@ -56,17 +56,17 @@ impl Default for Options {
 
 /// One class. Serialised into the state dir so DEL can remove its rules without any config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Class {
-    pub id: String,
-    pub backend: BackendKind,
-    pub network: String,
+pub(crate) struct Class {
+    pub(crate) id: String,
+    pub(crate) backend: BackendKind,
+    pub(crate) network: String,
     /// The pods' subnet: iptables matches sources on it; forward accepts are keyed on it.
-    pub source: IpNet,
+    pub(crate) source: IpNet,
     /// Destinations never masqueraded, aggregated so no two overlap (nft interval sets refuse
     /// overlaps), in the source's family.
-    pub skip: Vec<IpNet>,
+    pub(crate) skip: Vec<IpNet>,
     #[serde(rename = "allowForward")]
-    pub allow_forward: bool,
+    pub(crate) allow_forward: bool,
 }
 
 fn net(s: &str) -> IpNet {
@@ -75,7 +75,7 @@ fn net(s: &str) -> IpNet {
 
 impl Class {
     /// The class of pod address `addr` (with its prefix) given all the pod's addresses.
-    pub fn new(
+    pub(crate) fn new(
         backend: BackendKind,
         network: &str,
         addr: IpNet,
@@ -112,7 +112,7 @@ impl Class {
         }
     }
 
-    pub fn is_v4(&self) -> bool {
+    pub(crate) fn is_v4(&self) -> bool {
         self.source.addr().is_ipv4()
     }
 }

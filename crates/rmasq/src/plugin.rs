@@ -1,4 +1,4 @@
-//! The chained CNI plugin over [`crate::Masq`].
+//! The chained CNI plugin over [`Masq`].
 
 use std::path::PathBuf;
 
@@ -9,7 +9,8 @@ use cni_types::CniResult;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::{BackendKind, Masq, Options, DEFAULT_STATE_DIR};
+use crate::class::{BackendKind, Options};
+use crate::masq::{Masq, DEFAULT_STATE_DIR};
 
 pub const INFO: PluginInfo = PluginInfo {
     name: "rmasq",

@@ -38,39 +38,39 @@ use crate::class::{BackendKind, Class};
 
 /// What one attachment added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub network: String,
+pub(crate) struct Record {
+    pub(crate) network: String,
     #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-    pub backend: BackendKind,
-    pub entries: Vec<Entry>,
+    pub(crate) container_id: String,
+    pub(crate) ifname: String,
+    pub(crate) backend: BackendKind,
+    pub(crate) entries: Vec<Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub class: String,
-    pub address: IpAddr,
+pub(crate) struct Entry {
+    pub(crate) class: String,
+    pub(crate) address: IpAddr,
 }
 
 impl Record {
-    pub fn owner(&self) -> String {
+    pub(crate) fn owner(&self) -> String {
         owner_key(&self.network, &self.container_id, &self.ifname)
     }
 }
 
-pub fn owner_key(network: &str, container_id: &str, ifname: &str) -> String {
+pub(crate) fn owner_key(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network}:{container_id}:{ifname}")
 }
 
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     spares: Spares,
 }
 
 /// The store with its lock held; dropping it releases the lock.
-pub struct Locked<'a> {
+pub(crate) struct Locked<'a> {
     store: &'a Store,
     _lock: Flock<File>,
 }
@@ -129,7 +129,7 @@ fn has_entry_except(dir: &Path, except: &[String]) -> Result<bool> {
 }
 
 impl Store {
-    pub fn new(dir: impl Into<PathBuf>) -> Store {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Store {
         let dir = dir.into();
         Store {
             spares: Spares::new(dir.join("spare")),
@@ -137,12 +137,12 @@ impl Store {
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Takes the exclusive lock, creating the state dir on first use.
-    pub fn lock(&self) -> Result<Locked<'_>> {
+    pub(crate) fn lock(&self) -> Result<Locked<'_>> {
         fs::create_dir_all(&self.dir)
             .map_err(|e| io_err("cannot create state dir", &self.dir, e))?;
         let path = self.dir.join("lock");
@@ -160,7 +160,7 @@ impl Store {
         })
     }
 
-    pub fn default_backend_path(&self) -> PathBuf {
+    pub(crate) fn default_backend_path(&self) -> PathBuf {
         self.dir.join("default-backend")
     }
 }
@@ -188,22 +188,22 @@ impl Locked<'_> {
             .join(addr.to_string())
     }
 
-    pub fn record(&self, network: &str, cid: &str, ifname: &str) -> Result<Option<Record>> {
+    pub(crate) fn record(&self, network: &str, cid: &str, ifname: &str) -> Result<Option<Record>> {
         read_json(&self.record_path(network, cid, ifname))
     }
 
-    pub fn put_record(&self, r: &Record) -> Result<()> {
+    pub(crate) fn put_record(&self, r: &Record) -> Result<()> {
         let path = self.record_path(&r.network, &r.container_id, &r.ifname);
         let bytes = serde_json::to_vec(r).cni(IO_FAILURE, || "cannot encode state")?;
         write_atomic(&self.store.spares, &path, &bytes)
     }
 
-    pub fn remove_record(&self, r: &Record) -> Result<()> {
+    pub(crate) fn remove_record(&self, r: &Record) -> Result<()> {
         self.remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
     }
 
     /// Every record of `network` (for GC, which is rare; the only call that lists all pods).
-    pub fn records(&self, network: &str) -> Result<Vec<Record>> {
+    pub(crate) fn records(&self, network: &str) -> Result<Vec<Record>> {
         let dir = self.dir().join("attachments").join(network);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -222,17 +222,17 @@ impl Locked<'_> {
         Ok(out)
     }
 
-    pub fn class(&self, id: &str) -> Result<Option<Class>> {
+    pub(crate) fn class(&self, id: &str) -> Result<Option<Class>> {
         read_json(&self.class_path(id))
     }
 
-    pub fn put_class(&self, c: &Class) -> Result<()> {
+    pub(crate) fn put_class(&self, c: &Class) -> Result<()> {
         let path = self.class_path(&c.id);
         let bytes = serde_json::to_vec(c).cni(IO_FAILURE, || "cannot encode state")?;
         write_atomic(&self.store.spares, &path, &bytes)
     }
 
-    pub fn remove_class(&self, id: &str) -> Result<()> {
+    pub(crate) fn remove_class(&self, id: &str) -> Result<()> {
         remove_file(&self.verified_path(id))?;
         remove_file(&self.class_path(id))?;
         remove_dir_if_empty(&self.dir().join("members").join(id));
@@ -244,12 +244,12 @@ impl Locked<'_> {
     }
 
     /// The fingerprint stored when the class's iptables rules were last written or checked.
-    pub fn verified(&self, id: &str) -> Option<String> {
+    pub(crate) fn verified(&self, id: &str) -> Option<String> {
         fs::read_to_string(self.verified_path(id)).ok()
     }
 
     /// Stores a fingerprint. Best effort: without it, the next ADD checks the rules again.
-    pub fn put_verified(&self, id: &str, fingerprint: &str) {
+    pub(crate) fn put_verified(&self, id: &str, fingerprint: &str) {
         let _ = write_atomic(
             &self.store.spares,
             &self.verified_path(id),
@@ -258,7 +258,7 @@ impl Locked<'_> {
     }
 
     /// Every class of `backend`: one per network, subnet and policy, however many pods.
-    pub fn classes(&self, backend: BackendKind) -> Result<Vec<Class>> {
+    pub(crate) fn classes(&self, backend: BackendKind) -> Result<Vec<Class>> {
         let dir = self.dir().join("classes");
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -282,17 +282,17 @@ impl Locked<'_> {
     }
 
     /// Does an attachment other than `owner` own `addr` in `class`?
-    pub fn other_owners(&self, class: &str, addr: IpAddr, owner: &str) -> Result<bool> {
+    pub(crate) fn other_owners(&self, class: &str, addr: IpAddr, owner: &str) -> Result<bool> {
         has_entry_except(&self.member_dir(class, addr), &[owner.to_string()])
     }
 
     /// Does `class` have addresses other than `leaving`?
-    pub fn other_members(&self, class: &str, leaving: &[IpAddr]) -> Result<bool> {
+    pub(crate) fn other_members(&self, class: &str, leaving: &[IpAddr]) -> Result<bool> {
         let except: Vec<String> = leaving.iter().map(IpAddr::to_string).collect();
         has_entry_except(&self.dir().join("members").join(class), &except)
     }
 
-    pub fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
+    pub(crate) fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
         let spares = &self.store.spares;
         let dir = self.member_dir(class, addr);
         let path = dir.join(owner);
@@ -312,7 +312,7 @@ impl Locked<'_> {
         Ok(())
     }
 
-    pub fn remove_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
+    pub(crate) fn remove_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
         let dir = self.member_dir(class, addr);
         self.remove_file(&dir.join(owner))?;
         self.store
@@ -334,7 +334,10 @@ impl Locked<'_> {
 
     /// Owner files of `network` whose attachment has no record (left by a crash between writes),
     /// as (class, address, containerID, ifname). Scans every member: for GC only.
-    pub fn orphan_owners(&self, network: &str) -> Result<Vec<(String, IpAddr, String, String)>> {
+    pub(crate) fn orphan_owners(
+        &self,
+        network: &str,
+    ) -> Result<Vec<(String, IpAddr, String, String)>> {
         let mut out = Vec::new();
         let root = self.dir().join("members");
         let Ok(classes) = fs::read_dir(&root) else {
