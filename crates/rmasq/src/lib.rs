@@ -24,6 +24,7 @@
 
 mod backend;
 mod class;
+mod dirent;
 mod fingerprint;
 mod masq;
 mod plugin;
