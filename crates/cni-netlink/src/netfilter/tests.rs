@@ -154,65 +154,64 @@ fn truncated_input_is_an_error_not_a_panic() {
     assert!(frames(&bytes[..40]).any(|m| m.is_err()));
 }
 
-/// What the kernel dumps for rmasq's rules decodes to our expressions; expressions the crate
-/// has no type for come by name.
-#[test]
-fn rule_dump_decodes_to_expressions() {
+/// A rule of chain `postrouting` with handle 7 and `exprs`, dumped and decoded back.
+fn dumped_rule(exprs: Vec<Expressions>) -> Rule {
     let msg = NfTablesMessage::NewRule(RuleMessage {
         attributes: vec![
             RuleAttribute::Table("rmasq".into()),
             RuleAttribute::Chain("postrouting".into()),
             RuleAttribute::Handle(7),
-            RuleAttribute::Expressions(vec![
-                Expressions::Meta(vec![
-                    Meta::Key(MetaKey::Nfproto),
-                    Meta::DestinationRegister(Register::Reg1),
-                ])
-                .into(),
-                Expressions::Cmp(vec![
-                    Cmp::SourceRegister(Register::Reg1),
-                    Cmp::Op(Operator::Equal),
-                    Cmp::Data(DataAttribute::Value(vec![2])),
-                ])
-                .into(),
-                Expressions::Payload(vec![
-                    Payload::DestinationRegister(Register::Reg1),
-                    Payload::Base(1),
-                    Payload::Offset(12),
-                    Payload::Len(4),
-                ])
-                .into(),
-                Expressions::Lookup(vec![
-                    Lookup::Set("c_x_pods".into()),
-                    Lookup::SourceRegister(Register::Reg1),
-                    Lookup::Flags(1),
-                ])
-                .into(),
-                Expressions::Immediate(vec![
-                    Immediate::DestinationRegister(Register::Verdict),
-                    Immediate::Data(DataAttribute::Verdict(vec![
-                        VerdictAttribute::Code(Verdict::Jump),
-                        VerdictAttribute::Chain("c_x".into()),
-                    ])),
-                ])
-                .into(),
-                Expressions::Other {
-                    expression_type: "masq".into(),
-                    attributes: vec![],
-                }
-                .into(),
-                Expressions::Other {
-                    expression_type: "counter".into(),
-                    attributes: vec![],
-                }
-                .into(),
-                Expressions::Payload(vec![Payload::SourceRegister(Register::Reg1)]).into(),
-            ]),
+            RuleAttribute::Expressions(exprs.into_iter().map(Into::into).collect()),
         ],
     });
     let bytes = nftables(9, NLM_F_REQUEST, Family::Inet, msg);
     let back = decode::nftables(&bytes).unwrap().unwrap();
-    let rule = decode::rule(&back).unwrap();
+    assert!(decode::table(&back).is_none());
+    decode::rule(&back).unwrap()
+}
+
+/// What the kernel dumps for rmasq's rules decodes to our expressions; expressions the crate
+/// has no type for come by name.
+#[test]
+fn rule_dump_decodes_to_expressions() {
+    let rule = dumped_rule(vec![
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::Nfproto),
+            Meta::DestinationRegister(Register::Reg1),
+        ]),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Equal),
+            Cmp::Data(DataAttribute::Value(vec![2])),
+        ]),
+        Expressions::Payload(vec![
+            Payload::DestinationRegister(Register::Reg1),
+            Payload::Base(1),
+            Payload::Offset(12),
+            Payload::Len(4),
+        ]),
+        Expressions::Lookup(vec![
+            Lookup::Set("c_x_pods".into()),
+            Lookup::SourceRegister(Register::Reg1),
+            Lookup::Flags(1),
+        ]),
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Verdict),
+            Immediate::Data(DataAttribute::Verdict(vec![
+                VerdictAttribute::Code(Verdict::Jump),
+                VerdictAttribute::Chain("c_x".into()),
+            ])),
+        ]),
+        Expressions::Other {
+            expression_type: "masq".into(),
+            attributes: vec![],
+        },
+        Expressions::Other {
+            expression_type: "counter".into(),
+            attributes: vec![],
+        },
+        Expressions::Payload(vec![Payload::SourceRegister(Register::Reg1)]),
+    ]);
     assert_eq!(
         rule,
         Rule {
@@ -244,7 +243,6 @@ fn rule_dump_decodes_to_expressions() {
             ],
         }
     );
-    assert!(decode::table(&back).is_none());
 }
 
 #[test]

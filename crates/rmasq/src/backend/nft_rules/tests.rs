@@ -183,12 +183,25 @@ fn rule_check_accepts_what_script_writes_and_nothing_else() {
     unguarded[0].exprs.drain(..2);
     check_rules(&unguarded, &live).unwrap();
 
-    type Damage<'a> = Box<dyn Fn(&mut Vec<Rule>) + 'a>;
-    let broken: Vec<(&str, Damage)> = vec![
+    for (what, damage) in damages(&c4) {
+        let mut rules = good.clone();
+        damage(&mut rules);
+        assert!(check_rules(&rules, &live).is_err(), "{what} went unnoticed");
+    }
+    // A class the state knows but the table lacks.
+    let c3 = class("10.3.0.5/24");
+    assert!(check_rules(&good, &[c4, c6, c3]).is_err());
+}
+
+type Damage<'a> = Box<dyn Fn(&mut Vec<Rule>) + 'a>;
+
+/// Damage to the good rules of `c4` and the class after it that the check must notice.
+fn damages(c4: &Class) -> Vec<(&'static str, Damage<'_>)> {
+    vec![
         ("jump deleted", Box::new(|r| drop(r.remove(0)))),
         (
             "chain flushed",
-            Box::new(|r| r.retain(|x| x.chain != chain(&c4))),
+            Box::new(|r| r.retain(|x| x.chain != chain(c4))),
         ),
         ("masquerade deleted", Box::new(|r| drop(r.remove(2)))),
         (
@@ -259,13 +272,5 @@ fn rule_check_accepts_what_script_writes_and_nothing_else() {
                 r[1].exprs.insert(2, Expr::Other("ct".into()));
             }),
         ),
-    ];
-    for (what, damage) in broken {
-        let mut rules = good.clone();
-        damage(&mut rules);
-        assert!(check_rules(&rules, &live).is_err(), "{what} went unnoticed");
-    }
-    // A class the state knows but the table lacks.
-    let c3 = class("10.3.0.5/24");
-    assert!(check_rules(&good, &[c4, c6, c3]).is_err());
+    ]
 }
