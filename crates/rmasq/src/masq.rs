@@ -145,8 +145,8 @@ impl Masq {
     /// elements change over netlink after a netlink check of the classes' rules, and the
     /// classes' iptables rules (nat rules of the iptables backend, forward accepts) are checked
     /// with `iptables` only if the chains they live in changed since they were last written or
-    /// checked (see `fingerprint`). Otherwise, or if that fast path fails, the
-    /// backend writes everything it is responsible for, as on a class's first ADD.
+    /// checked (see the fingerprint module). Otherwise, or if that fast path fails, the backend
+    /// writes everything it is responsible for, as on a class's first ADD.
     ///
     /// `nl` is the call's netfilter socket, opened here when first needed. Callers keep it
     /// past their lock: closing a netfilter socket waits until nf_tables has freed what
@@ -168,7 +168,7 @@ impl Masq {
         if nl.is_none() && (kind == BackendKind::Nftables || !with_iptables.is_empty()) {
             *nl = Netfilter::open().ok();
         }
-        let fingerprint =
+        let fingerprint_of =
             |nl: &mut Option<Netfilter>, c: &Class| nl.as_mut().and_then(|nl| fingerprint(nl, c));
         let classes_exist = plan.drop.is_empty() && plan.ensure.iter().all(|(_, fresh)| !fresh);
         let fast = classes_exist
@@ -182,7 +182,7 @@ impl Masq {
         if !fast {
             backend(kind).apply(plan)?;
             for c in with_iptables {
-                if let Some(fp) = fingerprint(nl, c) {
+                if let Some(fp) = fingerprint_of(nl, c) {
                     l.put_verified(&c.id, &fp);
                 }
             }
@@ -202,7 +202,7 @@ impl Masq {
                 None => {}
             }
             backend::ensure_existing(c)?;
-            if let Some(fp) = fingerprint(nl, c) {
+            if let Some(fp) = fingerprint_of(nl, c) {
                 l.put_verified(&c.id, &fp);
             }
         }

@@ -85,7 +85,7 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> CniError {
 
 /// The temporary file of a directory's writes. Its name holds ".tmp", which every listing of
 /// the state skips.
-pub(crate) const TEMP: &str = ".rmasq.tmp";
+const TEMP: &str = ".rmasq.tmp";
 
 /// `bytes` into the temporary file of `dir`, then renamed to `path`.
 fn write_then_rename(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -34,11 +34,11 @@ use crate::class::{BackendKind, Class};
 
 pub(crate) struct Iptables;
 
-pub(crate) fn nat_chain(c: &Class) -> String {
+fn nat_chain(c: &Class) -> String {
     format!("RMASQ-{}", c.id)
 }
 
-pub(crate) fn jump_rule(c: &Class) -> String {
+fn jump_rule(c: &Class) -> String {
     format!(
         "-s {} -m comment --comment rmasq:{} -j {}",
         c.source,
@@ -47,7 +47,7 @@ pub(crate) fn jump_rule(c: &Class) -> String {
     )
 }
 
-pub(crate) fn class_rules(c: &Class) -> Vec<String> {
+fn class_rules(c: &Class) -> Vec<String> {
     let mut rules: Vec<String> = c.skip.iter().map(|n| format!("-d {n} -j RETURN")).collect();
     rules.push("-j MASQUERADE".into());
     rules

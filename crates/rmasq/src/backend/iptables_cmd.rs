@@ -8,6 +8,7 @@ use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE};
 
 use crate::class::Class;
 
+/// The command of a family.
 pub(crate) fn cmd(v4: bool) -> &'static str {
     if v4 {
         "iptables"
@@ -28,12 +29,7 @@ pub(crate) struct IPTables {
 }
 
 impl IPTables {
-    pub(crate) fn run(
-        &self,
-        table: &str,
-        args: &[&str],
-        rule: &str,
-    ) -> CmdResult<std::process::Output> {
+    fn run(&self, table: &str, args: &[&str], rule: &str) -> CmdResult<std::process::Output> {
         Ok(std::process::Command::new(self.cmd)
             .args(["-t", table])
             .args(args)
@@ -42,7 +38,7 @@ impl IPTables {
             .output()?)
     }
 
-    pub(crate) fn ok(&self, table: &str, args: &[&str], rule: &str) -> CmdResult<()> {
+    fn ok(&self, table: &str, args: &[&str], rule: &str) -> CmdResult<()> {
         let out = self.run(table, args, rule)?;
         if out.status.success() {
             Ok(())
@@ -78,7 +74,7 @@ impl IPTables {
         self.ok(table, &["-D", chain], rule)
     }
 
-    pub(crate) fn new_chain(&self, table: &str, chain: &str) -> CmdResult<()> {
+    fn new_chain(&self, table: &str, chain: &str) -> CmdResult<()> {
         self.ok(table, &["-N", chain], "")
     }
 
@@ -112,7 +108,7 @@ pub(crate) fn list_chain(t: &IPTables, table: &str, chain: &str) -> Result<Optio
     ))
 }
 
-pub(crate) fn fail(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> CniError {
+fn fail(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> CniError {
     move |e| {
         CniError::new(
             FIREWALL_FAILURE,
@@ -121,6 +117,7 @@ pub(crate) fn fail(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> C
     }
 }
 
+/// `r` with its error as a firewall failure (code 105) of the command `what` describes.
 pub(crate) fn run<T>(
     r: std::result::Result<T, Box<dyn std::error::Error>>,
     what: impl FnOnce() -> String,
@@ -171,6 +168,7 @@ pub(crate) fn delete_if_present(t: &IPTables, table: &str, chain: &str, rule: &s
     Ok(())
 }
 
+/// The CHECK error (code 102) for a rule of `c` that is not there.
 pub(crate) fn missing(c: &Class, table: &str, chain: &str, rule: &str) -> CniError {
     CniError::new(
         CHECK_MISMATCH,

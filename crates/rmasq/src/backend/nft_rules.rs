@@ -64,12 +64,12 @@ fn significant<'a>(c: &Class, exprs: &'a [Expr]) -> &'a [Expr] {
 }
 
 /// A dumped interval set element: key, interval-end flag, closing key (pipapo sets).
-pub(crate) type Element = (Vec<u8>, bool, Option<Vec<u8>>);
+type Element = (Vec<u8>, bool, Option<Vec<u8>>);
 
 /// The ranges (inclusive, merged where they touch) an interval set's dumped elements cover.
 /// Elements are either start keys closed by the next interval-end key (rbtree sets), or start
 /// keys with a closing key (pipapo sets).
-pub(crate) fn element_ranges(v4: bool, elems: &[Element]) -> Vec<(u128, u128)> {
+fn element_ranges(v4: bool, elems: &[Element]) -> Vec<(u128, u128)> {
     let max = if v4 { u128::from(u32::MAX) } else { u128::MAX };
     let num = |k: &[u8]| k.iter().fold(0u128, |n, b| (n << 8) | u128::from(*b));
     let mut ends: Vec<u128> = elems.iter().filter(|e| e.1).map(|e| num(&e.0)).collect();
@@ -103,7 +103,7 @@ fn merge(ranges: &mut Vec<(u128, u128)>) {
 }
 
 /// The ranges a class's skip set must cover.
-pub(crate) fn skip_ranges(c: &Class) -> Vec<(u128, u128)> {
+fn skip_ranges(c: &Class) -> Vec<(u128, u128)> {
     let mut ranges: Vec<(u128, u128)> = c
         .skip
         .iter()
@@ -124,9 +124,9 @@ fn differs(what: String) -> io::Error {
 }
 
 /// Checks that the rules of `rules` (every rule of table inet rmasq) are exactly those
-/// [`script`] writes for `live`: per class `<fam> daddr @skip return; masquerade`, and in
-/// postrouting one `<fam> saddr @pods jump` per class and nothing else.
-pub(crate) fn check_rules(rules: &[Rule], live: &[Class]) -> io::Result<()> {
+/// `nftables::script` writes for `live`: per class `<fam> daddr @skip return; masquerade`,
+/// and in postrouting one `<fam> saddr @pods jump` per class and nothing else.
+fn check_rules(rules: &[Rule], live: &[Class]) -> io::Result<()> {
     let post: Vec<&Rule> = rules.iter().filter(|r| r.chain == "postrouting").collect();
     if post.len() != live.len() {
         return Err(differs(format!(

@@ -67,7 +67,7 @@ fn join<T: ToString>(items: &[T]) -> String {
 }
 
 /// The transaction for `plan`.
-pub(crate) fn script(plan: &Plan) -> String {
+fn script(plan: &Plan) -> String {
     let t = format!("inet {TABLE}");
     let mut s = String::new();
     let dropped = |c: &Class| plan.drop.iter().any(|d| d.id == c.id);
@@ -184,7 +184,7 @@ fn words<'a>(lines: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Checks `listing` (of `nft list table inet rmasq`) for what `class` and `addr` need.
-pub(crate) fn check_listing(listing: &str, class: &Class, addr: IpAddr) -> Result<()> {
+fn check_listing(listing: &str, class: &Class, addr: IpAddr) -> Result<()> {
     let (fam, _) = types(class);
     let ch = chain(class);
     let missing = |what: String| {
@@ -240,7 +240,7 @@ pub(crate) fn check_listing(listing: &str, class: &Class, addr: IpAddr) -> Resul
 }
 
 /// An address as set element key: network byte order.
-pub(crate) fn key(addr: IpAddr) -> Vec<u8> {
+fn key(addr: IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
