@@ -1,10 +1,12 @@
 //! Kernel helpers over rtnetlink shared by the plugins: links, veth pairs, bridges, addresses,
 //! routes and sysctls. Plugins never run `ip`; they speak netlink through [`Netlink`], whose
 //! socket may live in another network namespace (see `cni_plugin::netns::netlink_handle`).
+//! [`netfilter`] reads nf_tables back and changes set elements over nfnetlink.
 
 mod addr;
 mod link;
 pub mod netconf;
+pub mod netfilter;
 mod port;
 mod route;
 pub mod sysctl;

@@ -7,7 +7,6 @@
 //! - [`log`]: the per-call log (`logFile`, `logLevel`).
 //! - [`netns`]: work inside a network namespace without leaving a thread there.
 //! - [`alloc`]: the plugin binaries' global allocator.
-//! - [`spare`]: state files whose inodes are used again.
 //! - [`statefile`]: small state files written whole (temporary file, then rename).
 //!
 //! Nothing here speaks netlink: that is `cni-netlink`, the one kernel layer.
@@ -17,7 +16,6 @@ pub mod delegate;
 pub mod log;
 pub mod netns;
 pub mod skel;
-pub mod spare;
 pub mod statefile;
 
 pub use skel::{Call, Plugin, PluginConfig, PluginInfo};

@@ -248,7 +248,11 @@ mod tests {
         for i in 0..200 {
             fs::write(d.0.join(format!("entry-with-a-long-name-{i:04}")), b"").unwrap();
         }
-        let found = find_entry(&d.0, |n, _| n == "entry-with-a-long-name-0199").unwrap();
+        let found = find_entry(&d.0, |n, t| {
+            assert_eq!(t, libc::DT_REG, "{n:?}");
+            n == "entry-with-a-long-name-0199"
+        })
+        .unwrap();
         assert_eq!(
             found.as_deref(),
             Some(OsStr::new("entry-with-a-long-name-0199"))

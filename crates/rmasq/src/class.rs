@@ -33,7 +33,7 @@ impl std::fmt::Display for BackendKind {
 /// What a caller (the plugin, or rbridge's `ipMasq`) asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// None: decided once per state dir from what the node uses (see [`crate::detect`]).
+    /// None: decided once per state dir from what the node uses (see `backend::detect`).
     pub backend: Option<BackendKind>,
     /// Destinations never masqueraded. None: the subnets of the pod's addresses.
     pub non_masquerade_cidrs: Option<Vec<IpNet>>,
@@ -56,17 +56,17 @@ impl Default for Options {
 
 /// One class. Serialised into the state dir so DEL can remove its rules without any config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Class {
-    pub id: String,
-    pub backend: BackendKind,
-    pub network: String,
+pub(crate) struct Class {
+    pub(crate) id: String,
+    pub(crate) backend: BackendKind,
+    pub(crate) network: String,
     /// The pods' subnet: iptables matches sources on it; forward accepts are keyed on it.
-    pub source: IpNet,
+    pub(crate) source: IpNet,
     /// Destinations never masqueraded, aggregated so no two overlap (nft interval sets refuse
     /// overlaps), in the source's family.
-    pub skip: Vec<IpNet>,
+    pub(crate) skip: Vec<IpNet>,
     #[serde(rename = "allowForward")]
-    pub allow_forward: bool,
+    pub(crate) allow_forward: bool,
 }
 
 fn net(s: &str) -> IpNet {
@@ -75,7 +75,7 @@ fn net(s: &str) -> IpNet {
 
 impl Class {
     /// The class of pod address `addr` (with its prefix) given all the pod's addresses.
-    pub fn new(
+    pub(crate) fn new(
         backend: BackendKind,
         network: &str,
         addr: IpNet,
@@ -112,7 +112,7 @@ impl Class {
         }
     }
 
-    pub fn is_v4(&self) -> bool {
+    pub(crate) fn is_v4(&self) -> bool {
         self.source.addr().is_ipv4()
     }
 }
@@ -125,89 +125,4 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|s| net(s)).collect()
-    }
-
-    #[test]
-    fn default_skips_pod_subnet_multicast_and_link_local() {
-        let pod = nets(&["10.1.0.5/24", "fd00:1::5/64"]);
-        let c = Class::new(
-            BackendKind::Nftables,
-            "pods",
-            pod[0],
-            &pod,
-            &Options::default(),
-        );
-        assert_eq!(c.source, net("10.1.0.0/24"));
-        assert_eq!(
-            c.skip,
-            nets(&["10.1.0.0/24", "169.254.0.0/16", "224.0.0.0/4"])
-        );
-        let c6 = Class::new(
-            BackendKind::Nftables,
-            "pods",
-            pod[1],
-            &pod,
-            &Options::default(),
-        );
-        assert_eq!(c6.skip, nets(&["fd00:1::/64", "fe80::/10", "ff00::/8"]));
-        assert_ne!(c.id, c6.id);
-        assert_eq!(c.id.len(), 16);
-    }
-
-    #[test]
-    fn explicit_cidrs_are_aggregated_and_link_local_optional() {
-        let pod = nets(&["10.1.0.5/24"]);
-        let opts = Options {
-            non_masquerade_cidrs: Some(nets(&["10.0.0.0/8", "10.1.0.0/16", "fd00::/8"])),
-            masq_link_local: true,
-            ..Options::default()
-        };
-        let c = Class::new(BackendKind::Iptables, "n", pod[0], &pod, &opts);
-        assert_eq!(c.skip, nets(&["10.0.0.0/8", "224.0.0.0/4"]));
-    }
-
-    #[test]
-    fn pods_of_one_subnet_share_a_class_and_policy_changes_it() {
-        let a = nets(&["10.1.0.5/24"]);
-        let b = nets(&["10.1.0.77/24"]);
-        let o = Options::default();
-        let ca = Class::new(BackendKind::Nftables, "n", a[0], &a, &o);
-        assert_eq!(ca, Class::new(BackendKind::Nftables, "n", b[0], &b, &o));
-        for other in [
-            Class::new(BackendKind::Iptables, "n", a[0], &a, &o),
-            Class::new(BackendKind::Nftables, "m", a[0], &a, &o),
-            Class::new(
-                BackendKind::Nftables,
-                "n",
-                a[0],
-                &a,
-                &Options {
-                    allow_forward: false,
-                    ..o.clone()
-                },
-            ),
-            Class::new(
-                BackendKind::Nftables,
-                "n",
-                a[0],
-                &a,
-                &Options {
-                    masq_link_local: true,
-                    ..o.clone()
-                },
-            ),
-        ] {
-            assert_ne!(ca.id, other.id);
-        }
-        // The id is stable across builds: it is stored on disk and in rule names.
-        assert_eq!(
-            ca.id,
-            Class::new(BackendKind::Nftables, "n", a[0], &a, &o).id
-        );
-    }
-}
+mod tests;

@@ -3,5 +3,5 @@
 static ALLOC: cni_plugin::alloc::PluginAlloc = cni_plugin::alloc::PluginAlloc;
 
 fn main() {
-    cni_plugin::skel::run(&rmasq::plugin::Rmasq, &rmasq::plugin::INFO)
+    cni_plugin::skel::run(&rmasq::Rmasq, &rmasq::INFO)
 }

@@ -9,68 +9,72 @@
 //! <dir>/members/<id>/<address>/<net>:<cid>:<if>   empty file: this attachment uses this address
 //! <dir>/verified/<id>                             iptables chains when the class's rules were
 //!                                                 last written or checked (a cache, see
-//!                                                 `iptables::fingerprint`)
-//! <dir>/spare/                                    removed files and member dirs, kept to be
-//!                                                 used again (`cni_plugin::spare`)
+//!                                                 `fingerprint::fingerprint`)
 //! ```
 //!
-//! Writes go into a spare and then a rename; nothing is fsynced (a torn write after a power
-//! loss reads as a corrupt record, which DEL drops and GC sweeps). A pod whose class exists
-//! writes two files, its record and its owner entry, and (for a new address) makes a member
-//! dir; all three come from spares and DEL moves them back (up to 64 are kept), so pods that
-//! come and go allocate and free no inode.
+//! A file is written whole into a temporary file in its own directory and renamed into place;
+//! nothing is fsynced (a torn write after a power loss reads as a corrupt record, which DEL
+//! drops and GC sweeps). Every write holds the lock, so one temporary name per directory
+//! ([`TEMP`]) serves them all: one left by a killed writer is taken over by the next write in
+//! that directory, and readers skip it. Owner entries are empty, so they are created in place.
+//! Removing unlinks, and a member dir goes (rmdir) with its last owner. A pod whose class
+//! exists writes two files, its record and its owner entry, and (for a new address) makes a
+//! member dir.
+//!
+//! Earlier versions kept removed files and member dirs in `<dir>/spare/` to use them again;
+//! taking the lock removes what an upgrade left there.
 //!
 //! An address (and with the last address, its class) is removed from the firewall only when no
 //! other attachment owns it, so a pod that reuses the address of a pod whose DEL never came keeps
 //! its masquerade. ':' separates fields because neither IDs, ifnames nor network names contain it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write as _};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use cni_plugin::spare::{find_entry, Spares};
 use cni_types::error::{CniError, Context, Result, IO_FAILURE};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::class::{BackendKind, Class};
+use cni_plugin::statefile::find_entry;
 
 /// What one attachment added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub network: String,
+pub(crate) struct Record {
+    pub(crate) network: String,
     #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-    pub backend: BackendKind,
-    pub entries: Vec<Entry>,
+    pub(crate) container_id: String,
+    pub(crate) ifname: String,
+    pub(crate) backend: BackendKind,
+    pub(crate) entries: Vec<Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub class: String,
-    pub address: IpAddr,
+pub(crate) struct Entry {
+    pub(crate) class: String,
+    pub(crate) address: IpAddr,
 }
 
 impl Record {
-    pub fn owner(&self) -> String {
+    pub(crate) fn owner(&self) -> String {
         owner_key(&self.network, &self.container_id, &self.ifname)
     }
 }
 
-pub fn owner_key(network: &str, container_id: &str, ifname: &str) -> String {
+pub(crate) fn owner_key(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network}:{container_id}:{ifname}")
 }
 
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
-    spares: Spares,
 }
 
 /// The store with its lock held; dropping it releases the lock.
-pub struct Locked<'a> {
+pub(crate) struct Locked<'a> {
     store: &'a Store,
     _lock: Flock<File>,
 }
@@ -79,13 +83,33 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))
 }
 
-/// Replaces `path` whole (a spare written, then renamed), creating its directory if needed.
-fn write_atomic(spares: &Spares, path: &Path, bytes: &[u8]) -> Result<()> {
-    let written = match spares.write(path, bytes) {
+/// The temporary file of a directory's writes. Its name holds ".tmp", which every listing of
+/// the state skips.
+const TEMP: &str = ".rmasq.tmp";
+
+/// `bytes` into the temporary file of `dir`, then renamed to `path`.
+fn write_then_rename(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(TEMP);
+    // A leftover is truncated; a symlink in its place is refused, not followed.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+/// Replaces `path` whole, creating its directory if needed.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("state paths have a parent");
+    let written = match write_then_rename(dir, path, bytes) {
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let dir = path.parent().expect("state paths have a parent");
             fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
-            spares.write(path, bytes)
+            write_then_rename(dir, path, bytes)
         }
         r => r,
     };
@@ -129,20 +153,16 @@ fn has_entry_except(dir: &Path, except: &[String]) -> Result<bool> {
 }
 
 impl Store {
-    pub fn new(dir: impl Into<PathBuf>) -> Store {
-        let dir = dir.into();
-        Store {
-            spares: Spares::new(dir.join("spare")),
-            dir,
-        }
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Takes the exclusive lock, creating the state dir on first use.
-    pub fn lock(&self) -> Result<Locked<'_>> {
+    pub(crate) fn lock(&self) -> Result<Locked<'_>> {
         fs::create_dir_all(&self.dir)
             .map_err(|e| io_err("cannot create state dir", &self.dir, e))?;
         let path = self.dir.join("lock");
@@ -154,13 +174,23 @@ impl Store {
             .map_err(|e| io_err("cannot open lock", &path, e))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| io_err("cannot lock", &path, e))?;
+        self.remove_spares();
         Ok(Locked {
             store: self,
             _lock: lock,
         })
     }
 
-    pub fn default_backend_path(&self) -> PathBuf {
+    /// Earlier versions' spare dir (see the module doc), which nothing uses any more. Best
+    /// effort, under the lock, as its users held it too.
+    fn remove_spares(&self) {
+        let spare = self.dir.join("spare");
+        if fs::symlink_metadata(&spare).is_ok() {
+            let _ = fs::remove_dir_all(&spare);
+        }
+    }
+
+    pub(crate) fn default_backend_path(&self) -> PathBuf {
         self.dir.join("default-backend")
     }
 }
@@ -188,22 +218,22 @@ impl Locked<'_> {
             .join(addr.to_string())
     }
 
-    pub fn record(&self, network: &str, cid: &str, ifname: &str) -> Result<Option<Record>> {
+    pub(crate) fn record(&self, network: &str, cid: &str, ifname: &str) -> Result<Option<Record>> {
         read_json(&self.record_path(network, cid, ifname))
     }
 
-    pub fn put_record(&self, r: &Record) -> Result<()> {
+    pub(crate) fn put_record(&self, r: &Record) -> Result<()> {
         let path = self.record_path(&r.network, &r.container_id, &r.ifname);
         let bytes = serde_json::to_vec(r).cni(IO_FAILURE, || "cannot encode state")?;
-        write_atomic(&self.store.spares, &path, &bytes)
+        write_atomic(&path, &bytes)
     }
 
-    pub fn remove_record(&self, r: &Record) -> Result<()> {
-        self.remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
+    pub(crate) fn remove_record(&self, r: &Record) -> Result<()> {
+        remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
     }
 
     /// Every record of `network` (for GC, which is rare; the only call that lists all pods).
-    pub fn records(&self, network: &str) -> Result<Vec<Record>> {
+    pub(crate) fn records(&self, network: &str) -> Result<Vec<Record>> {
         let dir = self.dir().join("attachments").join(network);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -222,17 +252,17 @@ impl Locked<'_> {
         Ok(out)
     }
 
-    pub fn class(&self, id: &str) -> Result<Option<Class>> {
+    pub(crate) fn class(&self, id: &str) -> Result<Option<Class>> {
         read_json(&self.class_path(id))
     }
 
-    pub fn put_class(&self, c: &Class) -> Result<()> {
+    pub(crate) fn put_class(&self, c: &Class) -> Result<()> {
         let path = self.class_path(&c.id);
         let bytes = serde_json::to_vec(c).cni(IO_FAILURE, || "cannot encode state")?;
-        write_atomic(&self.store.spares, &path, &bytes)
+        write_atomic(&path, &bytes)
     }
 
-    pub fn remove_class(&self, id: &str) -> Result<()> {
+    pub(crate) fn remove_class(&self, id: &str) -> Result<()> {
         remove_file(&self.verified_path(id))?;
         remove_file(&self.class_path(id))?;
         remove_dir_if_empty(&self.dir().join("members").join(id));
@@ -244,21 +274,17 @@ impl Locked<'_> {
     }
 
     /// The fingerprint stored when the class's iptables rules were last written or checked.
-    pub fn verified(&self, id: &str) -> Option<String> {
+    pub(crate) fn verified(&self, id: &str) -> Option<String> {
         fs::read_to_string(self.verified_path(id)).ok()
     }
 
     /// Stores a fingerprint. Best effort: without it, the next ADD checks the rules again.
-    pub fn put_verified(&self, id: &str, fingerprint: &str) {
-        let _ = write_atomic(
-            &self.store.spares,
-            &self.verified_path(id),
-            fingerprint.as_bytes(),
-        );
+    pub(crate) fn put_verified(&self, id: &str, fingerprint: &str) {
+        let _ = write_atomic(&self.verified_path(id), fingerprint.as_bytes());
     }
 
     /// Every class of `backend`: one per network, subnet and policy, however many pods.
-    pub fn classes(&self, backend: BackendKind) -> Result<Vec<Class>> {
+    pub(crate) fn classes(&self, backend: BackendKind) -> Result<Vec<Class>> {
         let dir = self.dir().join("classes");
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -282,59 +308,61 @@ impl Locked<'_> {
     }
 
     /// Does an attachment other than `owner` own `addr` in `class`?
-    pub fn other_owners(&self, class: &str, addr: IpAddr, owner: &str) -> Result<bool> {
+    pub(crate) fn other_owners(&self, class: &str, addr: IpAddr, owner: &str) -> Result<bool> {
         has_entry_except(&self.member_dir(class, addr), &[owner.to_string()])
     }
 
     /// Does `class` have addresses other than `leaving`?
-    pub fn other_members(&self, class: &str, leaving: &[IpAddr]) -> Result<bool> {
+    pub(crate) fn other_members(&self, class: &str, leaving: &[IpAddr]) -> Result<bool> {
         let except: Vec<String> = leaving.iter().map(IpAddr::to_string).collect();
         has_entry_except(&self.dir().join("members").join(class), &except)
     }
 
-    pub fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
-        let spares = &self.store.spares;
+    pub(crate) fn add_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
         let dir = self.member_dir(class, addr);
         let path = dir.join(owner);
-        if let Err(e) = spares.write(&path, b"") {
+        if let Err(e) = File::create(&path) {
             if e.kind() != ErrorKind::NotFound {
                 return Err(io_err("cannot create", &path, e));
             }
             let class_dir = dir.parent().expect("member dirs have a parent");
             fs::create_dir_all(class_dir).map_err(|e| io_err("cannot create", class_dir, e))?;
-            spares
-                .create_dir(&dir)
-                .map_err(|e| io_err("cannot create", &dir, e))?;
-            spares
-                .write(&path, b"")
-                .map_err(|e| io_err("cannot create", &path, e))?;
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                    return Err(io_err("cannot create", &dir, e));
+                }
+                _ => {}
+            }
+            File::create(&path).map_err(|e| io_err("cannot create", &path, e))?;
         }
         Ok(())
     }
 
-    pub fn remove_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
+    pub(crate) fn remove_owner(&self, class: &str, addr: IpAddr, owner: &str) -> Result<()> {
         let dir = self.member_dir(class, addr);
-        self.remove_file(&dir.join(owner))?;
-        self.store
-            .spares
-            .remove_dir(&dir)
-            .map_err(|e| io_err("cannot remove", &dir, e))?;
+        remove_file(&dir.join(owner))?;
+        // The member dir goes with its last owner; one that is still owned or gone is fine.
+        match fs::remove_dir(&dir) {
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOTEMPTY | libc::EEXIST | libc::ENOENT)
+                ) =>
+            {
+                return Err(io_err("cannot remove", &dir, e));
+            }
+            _ => {}
+        }
         remove_dir_if_empty(dir.parent().expect("member dirs have a parent"));
         Ok(())
     }
 
-    /// Removes a file, keeping its inode for the next write.
-    fn remove_file(&self, path: &Path) -> Result<()> {
-        self.store
-            .spares
-            .remove_file(path)
-            .map(|_| ())
-            .map_err(|e| io_err("cannot remove", path, e))
-    }
-
     /// Owner files of `network` whose attachment has no record (left by a crash between writes),
     /// as (class, address, containerID, ifname). Scans every member: for GC only.
-    pub fn orphan_owners(&self, network: &str) -> Result<Vec<(String, IpAddr, String, String)>> {
+    pub(crate) fn orphan_owners(
+        &self,
+        network: &str,
+    ) -> Result<Vec<(String, IpAddr, String, String)>> {
         let mut out = Vec::new();
         let root = self.dir().join("members");
         let Ok(classes) = fs::read_dir(&root) else {
@@ -366,99 +394,4 @@ impl Locked<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (PathBuf, Store) {
-        let dir = std::env::temp_dir().join(format!(
-            "rmasq-state-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        (dir.clone(), Store::new(dir))
-    }
-
-    #[test]
-    fn owners_count_per_address_and_class() {
-        let (dir, s) = store();
-        let l = s.lock().unwrap();
-        let a: IpAddr = "10.1.0.5".parse().unwrap();
-        let b: IpAddr = "10.1.0.6".parse().unwrap();
-        l.add_owner("c1", a, "n:x:eth0").unwrap();
-        assert!(!l.other_owners("c1", a, "n:x:eth0").unwrap());
-        l.add_owner("c1", a, "n:y:eth0").unwrap();
-        assert!(l.other_owners("c1", a, "n:x:eth0").unwrap());
-        assert!(!l.other_members("c1", &[a]).unwrap());
-        l.add_owner("c1", b, "n:z:eth0").unwrap();
-        assert!(l.other_members("c1", &[a]).unwrap());
-        l.remove_owner("c1", a, "n:x:eth0").unwrap();
-        l.remove_owner("c1", a, "n:x:eth0").unwrap();
-        assert!(!l.other_owners("c1", a, "n:y:eth0").unwrap());
-        assert_eq!(
-            l.orphan_owners("n").unwrap().len(),
-            2,
-            "owners without records"
-        );
-        l.remove_owner("c1", a, "n:y:eth0").unwrap();
-        l.remove_owner("c1", b, "n:z:eth0").unwrap();
-        assert!(!dir.join("members/c1").exists());
-        drop(l);
-        fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn membership_is_found_among_many_and_when_absent() {
-        let (dir, s) = store();
-        let l = s.lock().unwrap();
-        let a: IpAddr = "10.1.0.5".parse().unwrap();
-        assert!(!l.other_members("c1", &[]).unwrap());
-        l.add_owner("c1", a, "n:x:eth0").unwrap();
-        assert!(!l.other_members("c1", &[a]).unwrap());
-        assert!(l.other_members("c1", &[]).unwrap());
-        // Many members with long names: more than one getdents64 buffer.
-        let addrs: Vec<IpAddr> = (0..300u32)
-            .map(|i| {
-                format!("fd00:1234:5678:9abc:def0:{:x}::{:x}", i / 7, i)
-                    .parse()
-                    .unwrap()
-            })
-            .collect();
-        for b in &addrs {
-            l.add_owner("c2", *b, "n:y:eth0").unwrap();
-        }
-        assert!(l.other_members("c2", &addrs[..299]).unwrap());
-        assert!(!l.other_members("c2", &addrs).unwrap());
-        // A temporary file is nobody.
-        fs::write(dir.join("members/c1/x.tmp123"), b"").unwrap();
-        assert!(!l.other_members("c1", &[a]).unwrap());
-        drop(l);
-        fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let (dir, s) = store();
-        let l = s.lock().unwrap();
-        let r = Record {
-            network: "n".into(),
-            container_id: "abc".into(),
-            ifname: "eth0".into(),
-            backend: BackendKind::Nftables,
-            entries: vec![Entry {
-                class: "c1".into(),
-                address: "fd00::5".parse().unwrap(),
-            }],
-        };
-        l.put_record(&r).unwrap();
-        assert_eq!(l.record("n", "abc", "eth0").unwrap(), Some(r.clone()));
-        assert_eq!(l.records("n").unwrap(), vec![r.clone()]);
-        l.remove_record(&r).unwrap();
-        l.remove_record(&r).unwrap();
-        assert_eq!(l.record("n", "abc", "eth0").unwrap(), None);
-        drop(l);
-        fs::remove_dir_all(dir).unwrap();
-    }
-}
+mod tests;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use cni_testkit::{plugin_bin, run_plugin, temp_dir, Invocation, PluginRun, TempDir};
 use common::*;
-use rmasq::{BackendKind, Class, Options};
 use serde_json::{json, Value};
 
 /// A PATH holding logging wrappers of the firewall tools.
@@ -92,16 +91,6 @@ fn call(w: &World, tools: &Tools, verb: &str, cid: &str, conf: &Value) -> Plugin
     run_plugin(Some(&w.node), &plugin_bin("rmasq"), &inv, &conf.to_string())
 }
 
-fn class_id(backend: &str, addr: &str) -> String {
-    let kind = if backend == "nftables" {
-        BackendKind::Nftables
-    } else {
-        BackendKind::Iptables
-    };
-    let a = addr.parse().unwrap();
-    Class::new(kind, "pods", a, &[a], &Options::default()).id
-}
-
 #[test]
 fn pods_of_an_existing_class_run_no_process() {
     for backend in ["nftables", "iptables"] {
@@ -156,21 +145,26 @@ fn pods_of_an_existing_class_run_no_process() {
 /// tools and leave the first pod's CHECK passing; the ADD after that is quiet again. Commands
 /// starting with `!` remove the first pod's set element too (the full path writes the class
 /// and the new pod's element, not the elements of pods added before), so only the new pod is
-/// checked after them.
-fn damage_is_repaired(backend: &str, damage: &[String]) {
+/// checked after them. `{id4}` and `{id6}` in a command stand for the ids of the first pod's
+/// IPv4 and IPv6 classes, read from the state dir once they exist.
+fn damage_is_repaired(backend: &str, damage: &[&str]) {
     damage_is_repaired_with(backend, Tools::new(), damage)
 }
 
-fn damage_is_repaired_with(backend: &str, tools: Tools, damage: &[String]) {
+fn damage_is_repaired_with(backend: &str, tools: Tools, damage: &[&str]) {
     let w = World::new();
     let first = pod(&w, backend, 0);
     call(&w, &tools, "ADD", "c0", &first).ok();
     tools.take();
+    let id4 = w.class_id(backend, "10.77.0.2/24");
+    let id6 = w.class_id(backend, "fd77::2/64");
     for (i, cmd) in damage.iter().enumerate() {
         let (cmd, loses_elements) = match cmd.strip_prefix('!') {
             Some(cmd) => (cmd, true),
-            None => (cmd.as_str(), false),
+            None => (*cmd, false),
         };
+        let cmd = cmd.replace("{id4}", &id4).replace("{id6}", &id6);
+        let cmd = cmd.as_str();
         w.node.sh(cmd);
         let n = 10 + i as u32;
         let conf = pod(&w, backend, n);
@@ -202,44 +196,39 @@ fn damage_is_repaired_with(backend: &str, tools: Tools, damage: &[String]) {
 
 #[test]
 fn nftables_changes_by_hand_are_noticed_and_repaired() {
-    let ch = format!("c_{}", class_id("nftables", "10.77.0.2/24"));
-    let ch6 = format!("c_{}", class_id("nftables", "fd77::2/64"));
-    let t = "inet rmasq";
     damage_is_repaired(
         "nftables",
         &[
-            format!("nft flush set {t} {ch}_skip"),
-            format!("nft delete element {t} {ch}_skip {{ 169.254.0.0/16 }}"),
-            format!("nft add element {t} {ch6}_skip {{ 2001:db8::/32 }}"),
-            format!("nft flush chain {t} {ch}"),
-            format!("nft insert rule {t} {ch} accept"),
-            format!("nft 'delete rule {t} {ch6} handle '$(nft -a list chain {t} {ch6} | awk '/masquerade/ {{print $NF}}')"),
-            format!("nft flush chain {t} postrouting"),
-            format!("nft add rule {t} postrouting ip saddr 10.0.0.0/8 accept"),
-            format!("!nft delete table {t}"),
-            "!nft flush ruleset".to_string(),
+            "nft flush set inet rmasq c_{id4}_skip",
+            "nft delete element inet rmasq c_{id4}_skip { 169.254.0.0/16 }",
+            "nft add element inet rmasq c_{id6}_skip { 2001:db8::/32 }",
+            "nft flush chain inet rmasq c_{id4}",
+            "nft insert rule inet rmasq c_{id4} accept",
+            "nft 'delete rule inet rmasq c_{id6} handle '$(nft -a list chain inet rmasq c_{id6} | awk '/masquerade/ {print $NF}')",
+            "nft flush chain inet rmasq postrouting",
+            "nft add rule inet rmasq postrouting ip saddr 10.0.0.0/8 accept",
+            "!nft delete table inet rmasq",
+            "!nft flush ruleset",
             // The forward accepts live in iptables.
-            "iptables -w -F FORWARD".to_string(),
-            "ip6tables -w -F RMASQ-FORWARD".to_string(),
+            "iptables -w -F FORWARD",
+            "ip6tables -w -F RMASQ-FORWARD",
         ],
     );
 }
 
 #[test]
 fn iptables_changes_by_hand_are_noticed_and_repaired() {
-    let chain = format!("RMASQ-{}", class_id("iptables", "10.77.0.2/24"));
-    let chain6 = format!("RMASQ-{}", class_id("iptables", "fd77::2/64"));
     damage_is_repaired(
         "iptables",
         &[
-            format!("iptables -w -t nat -F {chain}"),
-            format!("iptables -w -t nat -D {chain} -d 169.254.0.0/16 -j RETURN"),
-            format!("ip6tables -w -t nat -I {chain6} -j ACCEPT"),
-            "iptables -w -t nat -F POSTROUTING".to_string(),
-            "ip6tables -w -t nat -F POSTROUTING".to_string(),
-            "iptables -w -F FORWARD".to_string(),
-            "iptables -w -F RMASQ-FORWARD".to_string(),
-            "nft flush ruleset".to_string(),
+            "iptables -w -t nat -F RMASQ-{id4}",
+            "iptables -w -t nat -D RMASQ-{id4} -d 169.254.0.0/16 -j RETURN",
+            "ip6tables -w -t nat -I RMASQ-{id6} -j ACCEPT",
+            "iptables -w -t nat -F POSTROUTING",
+            "ip6tables -w -t nat -F POSTROUTING",
+            "iptables -w -F FORWARD",
+            "iptables -w -F RMASQ-FORWARD",
+            "nft flush ruleset",
         ],
     );
 }
@@ -254,7 +243,7 @@ fn iptables_classes_stay_quiet_through_other_nf_tables_changes() {
     let first = pod(&w, "iptables", 0);
     call(&w, &tools, "ADD", "c0", &first).ok();
     tools.take();
-    let id = class_id("iptables", "10.77.0.2/24");
+    let id = w.class_id("iptables", "10.77.0.2/24");
     let gen = || {
         let fp = std::fs::read_to_string(w.state.join("verified").join(&id)).unwrap();
         fp.lines()
@@ -281,66 +270,14 @@ fn iptables_classes_stay_quiet_through_other_nf_tables_changes() {
 /// iptables-legacy keeps no rule handles: its fingerprint is the tables' entry count and size.
 #[test]
 fn iptables_legacy_changes_are_noticed_and_repaired() {
-    let chain = format!("RMASQ-{}", class_id("iptables", "10.77.0.2/24"));
     damage_is_repaired_with(
         "iptables",
         Tools::legacy(),
         &[
-            format!("iptables-legacy -w -t nat -D {chain} -d 169.254.0.0/16 -j RETURN"),
-            "ip6tables-legacy -w -t nat -F POSTROUTING".to_string(),
-            "iptables-legacy -w -F FORWARD".to_string(),
-            "iptables-legacy -w -A RMASQ-FORWARD -j DROP".to_string(),
+            "iptables-legacy -w -t nat -D RMASQ-{id4} -d 169.254.0.0/16 -j RETURN",
+            "ip6tables-legacy -w -t nat -F POSTROUTING",
+            "iptables-legacy -w -F FORWARD",
+            "iptables-legacy -w -A RMASQ-FORWARD -j DROP",
         ],
     );
-}
-
-/// The hand-built nfnetlink batches against the kernel: acks, ENOENT for a missing set or
-/// element, and add-then-delete as one transaction whether or not the element was there.
-#[test]
-fn set_element_batches_against_the_kernel() {
-    use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_INET};
-
-    let w = World::new();
-    let ns = cni_plugin::netns::NetNs::open(&w.node.path()).unwrap();
-    let key = [10u8, 1, 0, 5];
-    let key6 = "fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
-    let setelems = |ops: &[(ElemOp, &str, &[u8])]| {
-        ns.run(|| Nfnl::open().unwrap().setelems(NFPROTO_INET, "t", ops))
-            .unwrap()
-    };
-    assert_eq!(
-        errno(setelems(&[(ElemOp::Add, "s4", &key)])),
-        Some(libc::ENOENT)
-    );
-    w.node.sh("nft add table inet t; nft add set inet t s4 '{ type ipv4_addr; }'; nft add set inet t s6 '{ type ipv6_addr; }'");
-    let elements = || w.node.sh("nft list table inet t");
-    setelems(&[(ElemOp::Add, "s4", &key), (ElemOp::Add, "s6", &key6)]).unwrap();
-    setelems(&[(ElemOp::Add, "s4", &key)]).unwrap();
-    assert!(
-        elements().contains("10.1.0.5") && elements().contains("fd00::5"),
-        "{}",
-        elements()
-    );
-    // One failing operation fails the batch, and nothing of it is applied.
-    let other = [10u8, 1, 0, 6];
-    assert_eq!(
-        errno(setelems(&[
-            (ElemOp::Add, "s4", &other),
-            (ElemOp::Add, "missing", &key)
-        ])),
-        Some(libc::ENOENT)
-    );
-    assert!(!elements().contains("10.1.0.6"), "{}", elements());
-    setelems(&[(ElemOp::Delete, "s4", &key)]).unwrap();
-    assert!(!elements().contains("10.1.0.5"), "{}", elements());
-    assert_eq!(
-        errno(setelems(&[(ElemOp::Delete, "s4", &key)])),
-        Some(libc::ENOENT)
-    );
-    // Add then delete: succeeds whether or not the element was there.
-    for _ in 0..2 {
-        setelems(&[(ElemOp::Add, "s6", &key6), (ElemOp::Delete, "s6", &key6)]).unwrap();
-        assert!(!elements().contains("fd00::5"), "{}", elements());
-    }
 }

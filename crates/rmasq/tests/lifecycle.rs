@@ -5,22 +5,9 @@ mod common;
 
 use cni_testkit::{plugin_bin, run_plugin, Invocation};
 use common::*;
-use rmasq::{BackendKind, Class, Options};
 use serde_json::{json, Value};
 
 const BACKENDS: [&str; 2] = ["nftables", "iptables"];
-
-fn kind(backend: &str) -> BackendKind {
-    match backend {
-        "nftables" => BackendKind::Nftables,
-        _ => BackendKind::Iptables,
-    }
-}
-
-fn class_of(backend: &str, addr: &str) -> Class {
-    let a = addr.parse().unwrap();
-    Class::new(kind(backend), "pods", a, &[a], &Options::default())
-}
 
 fn pod_conf(w: &World, backend: &str, n: u32) -> Value {
     let v4 = format!("10.77.{}.{}/16", n / 250, n % 250 + 2);
@@ -115,7 +102,7 @@ fn check_reports_what_was_deleted_by_hand_and_add_repairs_it() {
     let w = World::new();
     let conf = w.conf("nftables", &["10.77.0.9/24"], json!({}));
     w.rmasq("ADD", "c1", &conf).ok();
-    let ch = format!("c_{}", class_of("nftables", "10.77.0.9/24").id);
+    let ch = format!("c_{}", w.class_id("nftables", "10.77.0.9/24"));
     w.node.sh(&format!(
         "nft delete element inet rmasq {ch}_pods {{ 10.77.0.9 }}"
     ));
@@ -143,7 +130,7 @@ fn check_reports_what_was_deleted_by_hand_and_add_repairs_it() {
 
     let conf = w.conf("iptables", &["10.77.0.9/24"], json!({}));
     w.rmasq("ADD", "i1", &conf).ok();
-    let chain = format!("RMASQ-{}", class_of("iptables", "10.77.0.9/24").id);
+    let chain = format!("RMASQ-{}", w.class_id("iptables", "10.77.0.9/24"));
     w.node.sh(&format!(
         "iptables -w -t nat -D {chain} -d 10.77.0.0/24 -j RETURN"
     ));

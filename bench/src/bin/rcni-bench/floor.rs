@@ -43,10 +43,10 @@ pub fn floor(runs: usize, existing: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<f64>) {
+    use cni_netlink::netfilter::{ElemOp, Family, Netfilter};
     use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
     use cni_plugin::netns::NetNs;
-    use rmasq::nfnl::{ElemOp, Nfnl, NFPROTO_IPV4};
-    let mut nfnl = Nfnl::open().expect("netfilter socket");
+    let mut nfnl = Netfilter::open().expect("netfilter socket");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,7 +65,7 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<
             .await
             .unwrap();
         // One pod's ADD: veth into the pod, on the bridge; address, up, route; set element.
-        let add = |pod: &Netns, i: usize, nfnl: &mut Nfnl| {
+        let add = |pod: &Netns, i: usize, nfnl: &mut Netfilter| {
             let pod_ns = NetNs::open(&pod.path()).unwrap();
             let addr: IpAddr = format!("10.128.{}.{}", 1 + i / 250, 2 + i % 250)
                 .parse()
@@ -74,7 +74,7 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<
                 IpAddr::V4(a) => a.octets(),
                 IpAddr::V6(_) => unreachable!(),
             };
-            nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Add, "pods", &key)])
+            nfnl.change_elements(Family::Ipv4, "bfloor", &[(ElemOp::Add, "pods", &key)])
                 .unwrap();
             let host = &host;
             async move {
@@ -124,7 +124,7 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<
             let (name, key) = add(pod.as_ref().unwrap(), i, &mut nfnl).await;
             adds.push(ms(started.elapsed()));
             let started = Instant::now();
-            nfnl.setelems(NFPROTO_IPV4, "bfloor", &[(ElemOp::Delete, "pods", &key)])
+            nfnl.change_elements(Family::Ipv4, "bfloor", &[(ElemOp::Delete, "pods", &key)])
                 .unwrap();
             let hv = host.link_by_name(&name).await.unwrap().unwrap();
             host.delete_link(hv.index).await.unwrap();

@@ -124,6 +124,21 @@ impl World {
         )
     }
 
+    /// The id of the class of `backend` whose pods' subnet holds `addr` (a pod address with
+    /// its prefix), as the state dir records it in `classes/<id>.json`.
+    pub fn class_id(&self, backend: &str, addr: &str) -> String {
+        let subnet = addr.parse::<ipnet::IpNet>().unwrap().trunc().to_string();
+        let dir = self.state.join("classes");
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let class: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+            if class["backend"] == backend && class["source"] == subnet.as_str() {
+                return class["id"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("no {backend} class of {subnet} in {}", dir.display())
+    }
+
     /// `nft list ruleset` plus `iptables-save`/`ip6tables-save` of the node.
     pub fn firewall(&self) -> String {
         self.node
