@@ -74,6 +74,36 @@ fn allocate(
         .map(|set| had.iter().copied().find(|ip| set.contains(*ip)))
         .collect();
     // Conflicts of requested addresses first, so that a refused ADD writes nothing at all.
+    check_requested(store, conf, owner, requested, &existing)?;
+    let mut out = Vec::with_capacity(conf.range_sets.len());
+    for i in 0..conf.range_sets.len() {
+        let ip = match (existing[i], &requested[i]) {
+            (Some(ip), _) => ip,
+            (None, Some(req)) => {
+                reserve_requested(store, conf, owner, req)?;
+                fresh.push((i, req.ip));
+                req.ip
+            }
+            (None, None) => {
+                let ip = reserve_next(store, conf, owner, i)?;
+                fresh.push((i, ip));
+                ip
+            }
+        };
+        out.push((i, ip));
+    }
+    Ok(out)
+}
+
+/// Refuses requested addresses the attachment cannot have: another address of the same range
+/// set already held by it, or an address held by someone (or something) else.
+fn check_requested(
+    store: &Store,
+    conf: &Config,
+    owner: &Owner,
+    requested: &[Option<Requested>],
+    existing: &[Option<IpAddr>],
+) -> Result<()> {
     for (i, set) in conf.range_sets.iter().enumerate() {
         let Some(req) = &requested[i] else { continue };
         match existing[i] {
@@ -103,43 +133,28 @@ fn allocate(
             },
         }
     }
-    let mut out = Vec::with_capacity(conf.range_sets.len());
-    for (i, set) in conf.range_sets.iter().enumerate() {
-        let ip = match (existing[i], &requested[i]) {
-            (Some(ip), _) => ip,
-            (None, Some(req)) => {
-                reserve_requested(store, conf, owner, req)?;
-                fresh.push((i, req.ip));
-                req.ip
-            }
-            (None, None) => {
-                let last = store.dir().last_reserved(i);
-                let mut got = None;
-                for (_, ip) in set.candidates(last) {
-                    if store.reserve(ip, owner)? {
-                        got = Some(ip);
-                        break;
-                    }
-                }
-                let Some(ip) = got else {
-                    return Err(CniError::new(
-                        ADDRESS_POOL_EXHAUSTED,
-                        format!(
-                            "network {:?}: no free address in {}: every one of its {} allocatable addresses is in use; release some (DEL, GC) or widen {}",
-                            conf.network,
-                            set.describe(i),
-                            set.capacity(),
-                            set.source
-                        ),
-                    ));
-                };
-                fresh.push((i, ip));
-                ip
-            }
-        };
-        out.push((i, ip));
+    Ok(())
+}
+
+/// The next free address of range set `i`, round-robin after `last_reserved_ip.<i>` as upstream.
+fn reserve_next(store: &mut Store, conf: &Config, owner: &Owner, i: usize) -> Result<IpAddr> {
+    let set = &conf.range_sets[i];
+    let last = store.dir().last_reserved(i);
+    for (_, ip) in set.candidates(last) {
+        if store.reserve(ip, owner)? {
+            return Ok(ip);
+        }
     }
-    Ok(out)
+    Err(CniError::new(
+        ADDRESS_POOL_EXHAUSTED,
+        format!(
+            "network {:?}: no free address in {}: every one of its {} allocatable addresses is in use; release some (DEL, GC) or widen {}",
+            conf.network,
+            set.describe(i),
+            set.capacity(),
+            set.source
+        ),
+    ))
 }
 
 fn in_use(conf: &Config, req: &Requested, holder: &str) -> CniError {
