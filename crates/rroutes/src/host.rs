@@ -19,6 +19,29 @@ pub struct Report {
     pub kept: usize,
 }
 
+/// What `rroutes sync` prints: a line per change, then the counts.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.added {
+            writeln!(f, "added {}", describe(r, ""))?;
+        }
+        for (old, new) in &self.replaced {
+            writeln!(f, "replaced {} with {}", describe(old, ""), describe(new, ""))?;
+        }
+        for r in &self.removed {
+            writeln!(f, "removed {}", describe(r, ""))?;
+        }
+        writeln!(
+            f,
+            "rroutes sync: {} added, {} replaced, {} removed, {} already present",
+            self.added.len(),
+            self.replaced.len(),
+            self.removed.len(),
+            self.kept
+        )
+    }
+}
+
 /// Unicast routes of the main table, of the families asked for.
 async fn main_routes(nl: &Netlink, v4: bool, v6: bool) -> Result<Vec<RouteSpec>> {
     let mut all = Vec::new();

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use cni_plugin::skel::{run_or_subcommand, Subcommand};
-use rroutes::{host, RRoutes, INFO};
+use rroutes::{RRoutes, INFO};
 
 #[global_allocator]
 static ALLOC: cni_plugin::alloc::PluginAlloc = cni_plugin::alloc::PluginAlloc;
@@ -28,29 +28,8 @@ fn main() {
         eprintln!("rroutes sync: {e}");
         std::process::exit(2)
     });
-    match host::sync(&file) {
-        Ok(report) => {
-            for r in &report.added {
-                println!("added {}", rroutes::conf::describe(r, ""));
-            }
-            for (old, new) in &report.replaced {
-                println!(
-                    "replaced {} with {}",
-                    rroutes::conf::describe(old, ""),
-                    rroutes::conf::describe(new, "")
-                );
-            }
-            for r in &report.removed {
-                println!("removed {}", rroutes::conf::describe(r, ""));
-            }
-            println!(
-                "rroutes sync: {} added, {} replaced, {} removed, {} already present",
-                report.added.len(),
-                report.replaced.len(),
-                report.removed.len(),
-                report.kept
-            );
-        }
+    match rroutes::sync(&file) {
+        Ok(report) => print!("{report}"),
         Err(e) => {
             eprintln!("rroutes sync: {e}");
             std::process::exit(1)
