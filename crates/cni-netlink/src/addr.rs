@@ -9,7 +9,8 @@ use rtnetlink::packet_route::AddressFamily;
 
 use cni_types::Result;
 
-use crate::{is_exists, is_not_found, nl_err, Netlink};
+use crate::error::{is_exists, is_not_found, nl_err};
+use crate::session::Netlink;
 
 /// An address on a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,7 @@
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, InfoBridgePort, InfoData,
-    InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
-    LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, InfoData, InfoKind,
+    InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
@@ -10,7 +9,8 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use cni_plugin::netns::NetNs;
 use cni_types::Result;
 
-use crate::{is_not_found, nl_err, raw_fd, Netlink};
+use crate::error::{errno, is_not_found, nl_err, NetlinkError};
+use crate::session::{raw_fd, Netlink};
 
 /// What we need to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,10 +277,7 @@ impl Netlink {
     }
 
     /// Creates the pair described by `spec` in one netlink request.
-    pub async fn create_veth(
-        &self,
-        spec: &VethSpec<'_>,
-    ) -> std::result::Result<(), rtnetlink::Error> {
+    pub async fn create_veth(&self, spec: &VethSpec<'_>) -> std::result::Result<(), NetlinkError> {
         // One TX and one RX queue for each end, given explicitly: that is what a veth uses by
         // default (the kernel allocates one per CPU, then trims the real count to one), but
         // trimming a registered device waits for an expedited RCU grace period, twice per pair
@@ -316,7 +313,12 @@ impl Netlink {
         if spec.host_up {
             host = host.up();
         }
-        self.handle.link().add(host.build()).execute().await
+        self.handle
+            .link()
+            .add(host.build())
+            .execute()
+            .await
+            .map_err(NetlinkError::from)
     }
 
     /// Brings a bridge port up with no IPv6 address of its own, in one request (IPv6 address
@@ -333,7 +335,7 @@ impl Netlink {
         let m = link.message().up().append_extra_attribute(no_ipv6).build();
         match self.handle.link().set(m).execute().await {
             Ok(()) => Ok(()),
-            Err(e) if crate::errno(&e) == Some(libc::EAFNOSUPPORT) => self.set_up(link).await,
+            Err(e) if errno(&e) == Some(libc::EAFNOSUPPORT) => self.set_up(link).await,
             Err(e) => Err(nl_err(format!("bringing port {link} up"), e)),
         }
     }
@@ -347,26 +349,6 @@ impl Netlink {
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(nl_err(format!("deleting {link}"), e)),
         }
-    }
-
-    /// Sets bridge-port options (hairpin, isolation, learning, ...) on a port of a bridge.
-    pub async fn set_bridge_port<'a>(
-        &self,
-        link: impl Into<LinkId<'a>>,
-        options: Vec<InfoBridgePort>,
-    ) -> Result<()> {
-        let link = link.into();
-        let m = link
-            .message()
-            .set_port_kind(InfoPortKind::Bridge)
-            .set_port_data(InfoPortData::BridgePort(options))
-            .build();
-        self.handle
-            .link()
-            .set_port(m)
-            .execute()
-            .await
-            .map_err(|e| nl_err(format!("setting bridge port options on {link}"), e))
     }
 }
 

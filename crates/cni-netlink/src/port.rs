@@ -3,8 +3,8 @@
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    AfSpecBridge, BridgeVlanInfoFlags, InfoBridgePort, InfoPortData, LinkAttribute, LinkExtentMask,
-    LinkMessage,
+    AfSpecBridge, BridgeVlanInfoFlags, InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute,
+    LinkExtentMask, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -15,7 +15,9 @@ use rtnetlink::{LinkBridge, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec};
 
 use cni_types::{CniError, Result};
 
-use crate::{is_exists, is_not_found, nl_err, Link, Netlink};
+use crate::error::{is_exists, is_not_found, nl_err};
+use crate::link::{format_mac, Link, LinkId};
+use crate::session::Netlink;
 
 /// A bridge as [`Netlink::ensure_bridge_with`] creates it.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,46 @@ pub struct BridgeSpec<'a> {
     /// The sysctl is written in the calling thread's namespace: set this only on a session
     /// opened on the current namespace.
     pub no_dad: bool,
+}
+
+/// Options of a bridge port (`bridge link set dev .. hairpin on isolated on ...`): None leaves
+/// one as it is when set, and means "not reported" when read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortOptions {
+    pub hairpin: Option<bool>,
+    pub isolated: Option<bool>,
+    pub learning: Option<bool>,
+    /// A locked port forwards only frames from MACs with a static FDB entry on it.
+    pub locked: Option<bool>,
+}
+
+impl PortOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == PortOptions::default()
+    }
+
+    fn attributes(&self) -> Vec<InfoBridgePort> {
+        let mut out = Vec::new();
+        out.extend(self.hairpin.map(InfoBridgePort::HairpinMode));
+        out.extend(self.isolated.map(InfoBridgePort::Isolated));
+        out.extend(self.learning.map(InfoBridgePort::Learning));
+        out.extend(self.locked.map(InfoBridgePort::Locked));
+        out
+    }
+
+    fn from_attributes(attrs: &[InfoBridgePort]) -> PortOptions {
+        let mut o = PortOptions::default();
+        for a in attrs {
+            match a {
+                InfoBridgePort::HairpinMode(v) => o.hairpin = Some(*v),
+                InfoBridgePort::Isolated(v) => o.isolated = Some(*v),
+                InfoBridgePort::Learning(v) => o.learning = Some(*v),
+                InfoBridgePort::Locked(v) => o.locked = Some(*v),
+                _ => {}
+            }
+        }
+        o
+    }
 }
 
 /// One VLAN of a bridge port.
@@ -132,17 +174,37 @@ impl Netlink {
         }
     }
 
-    /// The bridge-port options of link `index` as the kernel reports them (hairpin, isolated,
-    /// locked, learning, ...); empty if it is no bridge port.
-    pub async fn bridge_port_options(&self, index: u32) -> Result<Vec<InfoBridgePort>> {
+    /// The bridge-port options of link `index` as the kernel reports them; all None if it is
+    /// no bridge port.
+    pub async fn bridge_port_options(&self, index: u32) -> Result<PortOptions> {
         let mut s = self.handle.link().get().match_index(index).execute();
         let m = match s.try_next().await {
             Ok(Some(m)) => m,
-            Ok(None) => return Ok(Vec::new()),
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Ok(None) => return Ok(PortOptions::default()),
+            Err(e) if is_not_found(&e) => return Ok(PortOptions::default()),
             Err(e) => return Err(nl_err(format!("looking up link #{index}"), e)),
         };
-        Ok(port_options(&m))
+        Ok(PortOptions::from_attributes(&port_options(&m)))
+    }
+
+    /// Sets the options given (hairpin, isolation, learning, locked) on a port of a bridge.
+    pub async fn set_bridge_port<'a>(
+        &self,
+        link: impl Into<LinkId<'a>>,
+        options: &PortOptions,
+    ) -> Result<()> {
+        let link = link.into();
+        let m = link
+            .message()
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(options.attributes()))
+            .build();
+        self.handle
+            .link()
+            .set_port(m)
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("setting bridge port options on {link}"), e))
     }
 
     /// Adds VLAN `vid` to bridge port `index` (`bridge vlan add dev .. vid .. [pvid] [untagged]`).
@@ -247,7 +309,7 @@ impl Netlink {
             Err(e) => Err(nl_err(
                 format!(
                     "adding FDB entry {} to bridge port #{index}",
-                    crate::format_mac(&mac)
+                    format_mac(&mac)
                 ),
                 e,
             )),

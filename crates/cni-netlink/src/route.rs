@@ -10,7 +10,8 @@ use rtnetlink::packet_route::AddressFamily;
 
 use cni_types::Result;
 
-use crate::{is_exists, is_not_found, nl_err, Netlink};
+use crate::error::{is_exists, is_not_found, nl_err};
+use crate::session::Netlink;
 
 pub const RT_TABLE_MAIN: u32 = 254;
 /// The metric of IPv6 routes added without one (IP6_RT_PRIO_USER).

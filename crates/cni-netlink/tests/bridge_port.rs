@@ -1,8 +1,7 @@
 //! Bridges with fixed attributes, bridge ports, link operations by name, against a real kernel
 //! inside namespaces of the test's own.
 
-use cni_netlink::packet::link::InfoBridgePort;
-use cni_netlink::{BridgeSpec, Netlink, PortVlan, VethSpec};
+use cni_netlink::{BridgeSpec, Netlink, PortOptions, PortVlan, VethSpec};
 use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
 
@@ -56,26 +55,15 @@ fn bridge_with_fixed_mac_ports_and_fdb() {
         assert_eq!(br_now.mac, mac);
         host.set_mac(br.index, &mac).await.unwrap();
 
-        host.set_bridge_port(
-            "vethp0",
-            vec![
-                InfoBridgePort::HairpinMode(true),
-                InfoBridgePort::Isolated(true),
-                InfoBridgePort::Learning(false),
-                InfoBridgePort::Locked(true),
-            ],
-        )
-        .await
-        .unwrap();
+        let want = PortOptions {
+            hairpin: Some(true),
+            isolated: Some(true),
+            learning: Some(false),
+            locked: Some(true),
+        };
+        host.set_bridge_port("vethp0", &want).await.unwrap();
         let opts = host.bridge_port_options(hv.index).await.unwrap();
-        for want in [
-            InfoBridgePort::HairpinMode(true),
-            InfoBridgePort::Isolated(true),
-            InfoBridgePort::Learning(false),
-            InfoBridgePort::Locked(true),
-        ] {
-            assert!(opts.contains(&want), "{want:?} not in {opts:?}");
-        }
+        assert_eq!(opts, want);
 
         let cont = [0x02, 0, 0, 0, 0, 0x05];
         host.add_static_fdb(hv.index, cont, None).await.unwrap();

@@ -55,7 +55,7 @@ fn bridge_veth_into_pod_addresses_and_routes() {
             ..spec
         };
         let e = host.create_veth(&again).await.unwrap_err();
-        assert!(cni_netlink::is_exists(&e), "{e}");
+        assert!(e.is_exists(), "{e}");
         assert!(host.link_by_name("vethtest1").await.unwrap().is_none());
 
         let hv = host.link_by_name("vethtest0").await.unwrap().unwrap();

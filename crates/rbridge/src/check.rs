@@ -2,12 +2,12 @@
 //! prevResult, its veth peer is a port of the bridge, the bridge is as configured; IPAM (and
 //! rmasq for `ipMasq`) check their own state.
 
-use cni_netlink::{Netlink, RouteSpec};
+use cni_netlink::{Link, Netlink, RouteSpec};
 use cni_plugin::delegate;
 use cni_plugin::netns::NetNs;
 use cni_plugin::Call;
 use cni_types::error::{CHECK_MISMATCH, INVALID_NETWORK_CONFIG};
-use cni_types::{CniError, CniResult, Result, Verb};
+use cni_types::{CniError, CniResult, Interface, Result, Verb};
 use ipnet::IpNet;
 
 use crate::config::BridgeConf;
@@ -67,6 +67,16 @@ async fn check_links(
     pod_ns: &NetNs,
 ) -> Result<()> {
     let node = Netlink::open(None)?;
+    let bridge = check_bridge(&node, conf, prev).await?;
+    let pod = Netlink::open(Some(pod_ns))?;
+    let cont = check_container(&pod, call, &prev.interfaces[container]).await?;
+    let peer = pod.link_peer(cont.index).await?;
+    check_host_veth(&node, conf, prev, container, peer, &bridge).await?;
+    check_layer3(&pod, call, prev, container, &cont).await
+}
+
+/// The bridge exists with prevResult's MAC and the configured promiscuous mode.
+async fn check_bridge(node: &Netlink, conf: &BridgeConf, prev: &CniResult) -> Result<Link> {
     let bridge_if = prev
         .interfaces
         .iter()
@@ -93,9 +103,11 @@ async fn check_links(
             conf.bridge, bridge.promisc, conf.promisc
         )));
     }
+    Ok(bridge)
+}
 
-    let pod = Netlink::open(Some(pod_ns))?;
-    let cont_if = &prev.interfaces[container];
+/// CNI_IFNAME in the pod is a veth with prevResult's MAC.
+async fn check_container(pod: &Netlink, call: &Call, cont_if: &Interface) -> Result<Link> {
     let cont = pod.link_by_name(&call.ifname).await?.ok_or_else(|| {
         mismatch(format!(
             "interface {} is missing in {}",
@@ -116,11 +128,19 @@ async fn check_links(
             cont_if.mac
         )));
     }
-    let peer = pod.link_peer(cont.index).await?;
+    Ok(cont)
+}
 
-    // The host veth: the interface of prevResult that is the container veth's peer and a port
-    // of the bridge.
-    let mut found = false;
+/// The host veth: the interface of prevResult that is the container veth's peer and a port of
+/// the bridge, with prevResult's MAC.
+async fn check_host_veth(
+    node: &Netlink,
+    conf: &BridgeConf,
+    prev: &CniResult,
+    container: usize,
+    peer: Option<u32>,
+    bridge: &Link,
+) -> Result<()> {
     for (i, intf) in prev.interfaces.iter().enumerate() {
         if i == container || intf.name == conf.bridge || !intf.sandbox.is_empty() {
             continue;
@@ -142,16 +162,22 @@ async fn check_links(
                 intf.mac
             )));
         }
-        found = true;
-        break;
+        return Ok(());
     }
-    if !found {
-        return Err(mismatch(format!(
-            "no veth of prevResult on bridge {} is the peer of {} in the pod",
-            conf.bridge, call.ifname
-        )));
-    }
+    Err(mismatch(format!(
+        "no veth of prevResult on bridge {} is the peer of {} in the pod",
+        conf.bridge, prev.interfaces[container].name
+    )))
+}
 
+/// prevResult's addresses on the container interface and its routes in the pod.
+async fn check_layer3(
+    pod: &Netlink,
+    call: &Call,
+    prev: &CniResult,
+    container: usize,
+    cont: &Link,
+) -> Result<()> {
     let have = pod.addresses(Some(cont.index)).await?;
     for ip in prev.ips_of(container) {
         if !have.iter().any(|a| a.net == ip.address) {

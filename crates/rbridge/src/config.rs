@@ -10,6 +10,7 @@ use cni_plugin::{Call, PluginConfig};
 use cni_types::config::{lookup_ci, Flag};
 use cni_types::error::INVALID_ENVIRONMENT_VARIABLES;
 use cni_types::{CniError, Result};
+use rmasq::BackendKind;
 
 const DEFAULT_BRIDGE: &str = "cni0";
 
@@ -81,7 +82,7 @@ pub struct BridgeConf {
     pub is_default_gateway: bool,
     pub force_address: bool,
     pub ip_masq: bool,
-    pub ip_masq_backend: Option<String>,
+    pub ip_masq_backend: Option<BackendKind>,
     pub ip_masq_state_dir: Option<PathBuf>,
     pub mtu: Option<u32>,
     pub hairpin: bool,
@@ -134,13 +135,14 @@ impl PluginConfig for BridgeConf {
                 )))
             }
         };
-        if let Some(b) = &raw.ip_masq_backend {
-            if b != "iptables" && b != "nftables" {
-                return Err(CniError::invalid_config(format!(
+        let ip_masq_backend = match raw.ip_masq_backend.as_deref() {
+            None => None,
+            Some(b) => Some(b.parse::<BackendKind>().map_err(|()| {
+                CniError::invalid_config(format!(
                     "ipMasqBackend {b:?} is not a masquerade backend: use \"iptables\" or \"nftables\""
-                )));
-            }
-        }
+                ))
+            })?),
+        };
         call.args.check_known(&["MAC"])?;
         let mac = container_mac(call)?;
         let ipam = call
@@ -157,7 +159,7 @@ impl PluginConfig for BridgeConf {
             is_default_gateway,
             force_address: raw.force_address.0,
             ip_masq: raw.ip_masq.0,
-            ip_masq_backend: raw.ip_masq_backend,
+            ip_masq_backend,
             ip_masq_state_dir: raw.ip_masq_state_dir,
             mtu,
             hairpin: raw.hairpin_mode.0,

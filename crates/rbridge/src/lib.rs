@@ -2,17 +2,30 @@
 //! config keys and result (but for MACs and veth names), a faster ADD, and a DEL that cleans up
 //! without the pod's netns.
 //!
-//! - [`config`]: the config keys, validated before anything changes.
-//! - [`add`], [`del`], [`check`]: the verbs; GC and STATUS go to IPAM (GC to rmasq too).
-//! - [`names`]: the host veth name derived from the attachment, MACs chosen by us.
+//! - `config`: the config keys, validated before anything changes.
+//! - `add`: ADD's steps in order, over `ipam` (the IPAM job), `links` (bridge, veth pair,
+//!   port), `gateway` (calcGateways, gateway addresses, forwarding), `layer3` (the pod's
+//!   addresses and routes), `vlan` and `masq` (`ipMasq` through the rmasq library); `step` holds
+//!   what the steps share and their undo.
+//! - `del`, `check`: the other verbs; GC and STATUS go to IPAM (GC to the masquerade too).
+//! - `names`: the host veth name derived from the attachment, MACs chosen by us.
+//! - `timeline`: the debug log's milestones of a call.
+//!
+//! The crate's only public items are the plugin ([`Bridge`], [`INFO`]) that `main.rs` runs.
 
-pub mod add;
-pub mod check;
-pub mod config;
-pub mod del;
+mod add;
+mod check;
+mod config;
+mod del;
+mod gateway;
+mod ipam;
+mod layer3;
+mod links;
 mod masq;
-pub mod names;
+mod names;
+mod step;
 mod timeline;
+mod vlan;
 
 use cni_plugin::delegate;
 use cni_plugin::{Call, Plugin, PluginInfo};

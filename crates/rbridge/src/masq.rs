@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use cni_plugin::Call;
 use cni_types::{Attachment, Result};
-use rmasq::{BackendKind, Masq, Options};
+use rmasq::{Masq, Options};
 
 use crate::config::BridgeConf;
 
@@ -20,11 +20,7 @@ fn masq(conf: &BridgeConf) -> Masq {
 
 fn options(conf: &BridgeConf) -> Options {
     Options {
-        backend: match conf.ip_masq_backend.as_deref() {
-            Some("iptables") => Some(BackendKind::Iptables),
-            Some("nftables") => Some(BackendKind::Nftables),
-            _ => None,
-        },
+        backend: conf.ip_masq_backend,
         // Upstream: everything leaving the pod's subnets is masqueraded, and ipMasq adds no
         // FORWARD rules.
         non_masquerade_cidrs: None,
@@ -33,36 +29,15 @@ fn options(conf: &BridgeConf) -> Options {
     }
 }
 
-/// One attachment's masquerade setup, owning what it needs, for a thread that may outlive the
-/// call's borrows (the IPAM waiter, which is not joined: see `add`).
-pub struct Setup {
-    masq: Masq,
-    network: String,
-    container_id: String,
-    ifname: String,
-    options: Options,
-}
-
-impl Setup {
-    pub fn new(call: &Call, conf: &BridgeConf) -> Setup {
-        Setup {
-            masq: masq(conf),
-            network: conf.network.clone(),
-            container_id: call.container_id.clone(),
-            ifname: call.ifname.clone(),
-            options: options(conf),
-        }
-    }
-
-    pub fn run(&self, addrs: &[IpNet]) -> Result<()> {
-        self.masq.setup(
-            &self.network,
-            &self.container_id,
-            &self.ifname,
-            addrs,
-            &self.options,
-        )
-    }
+/// Masquerades the pod's addresses (before ADD returns, as upstream's `ipMasq`).
+pub fn setup(call: &Call, conf: &BridgeConf, addrs: &[IpNet]) -> Result<()> {
+    masq(conf).setup(
+        &conf.network,
+        &call.container_id,
+        &call.ifname,
+        addrs,
+        &options(conf),
+    )
 }
 
 pub fn teardown(call: &Call, conf: &BridgeConf) -> Result<()> {

@@ -30,6 +30,18 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
+/// The names configs use (`backend`, rbridge's `ipMasqBackend`); Err(()) for any other.
+impl std::str::FromStr for BackendKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<BackendKind, ()> {
+        [BackendKind::Nftables, BackendKind::Iptables]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
 /// What a caller (the plugin, or rbridge's `ipMasq`) asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {

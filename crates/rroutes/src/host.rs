@@ -26,7 +26,12 @@ impl std::fmt::Display for Report {
             writeln!(f, "added {}", describe(r, ""))?;
         }
         for (old, new) in &self.replaced {
-            writeln!(f, "replaced {} with {}", describe(old, ""), describe(new, ""))?;
+            writeln!(
+                f,
+                "replaced {} with {}",
+                describe(old, ""),
+                describe(new, "")
+            )?;
         }
         for r in &self.removed {
             writeln!(f, "removed {}", describe(r, ""))?;

@@ -82,3 +82,12 @@ fn pods_of_one_subnet_share_a_class_and_policy_changes_it() {
         Class::new(BackendKind::Nftables, "n", a[0], &a, &o).id
     );
 }
+
+#[test]
+fn backend_names_parse_back() {
+    for k in [BackendKind::Nftables, BackendKind::Iptables] {
+        assert_eq!(k.as_str().parse::<BackendKind>(), Ok(k));
+    }
+    assert!("ipfw".parse::<BackendKind>().is_err());
+    assert!("NFTABLES".parse::<BackendKind>().is_err());
+}
