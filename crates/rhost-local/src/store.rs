@@ -104,7 +104,8 @@ impl Store {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .mode(0o644)
+                // Upstream host-local creates its lock with 0750; the same mode whoever came first.
+                .mode(0o750)
                 .open(&lock_path)
         };
         // The dirs are made when missing, not checked on every call.
