@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cni_testkit::allocations;
 use k8s_cri::v1::PodSandboxState;
 use rcni_integration::cri::{mounts_under, pod_config, sandbox_netns, Containerd};
 use rcni_integration::shipped_conflist;
@@ -63,18 +64,6 @@ fn in_subnet(ip: IpAddr, cidr: &str) -> bool {
     }
 }
 
-/// IP-named files of host-local's store: `<dataDir>/<network>/<ip>`.
-fn allocations(state: &Path, network: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(state.join("networks").join(network)) else {
-        return vec![];
-    };
-    entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.parse::<IpAddr>().is_ok())
-        .collect()
-}
-
 /// Every file below `dir` (empty if it does not exist).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -90,24 +79,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn veths(h: &Containerd) -> Vec<String> {
-    h.node()
-        .links()
-        .iter()
-        .filter(|l| l["linkinfo"]["info_kind"] == "veth")
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The node's firewall as text: iptables, ip6tables and the whole nftables ruleset.
-fn firewall(h: &Containerd) -> String {
-    ["iptables-save", "ip6tables-save", "nft list ruleset"]
-        .iter()
-        .map(|cmd| h.node().sh(cmd))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Whether `text` holds `word` as a whole token (so 10.0.0.1 does not match 10.0.0.12).
@@ -325,12 +296,12 @@ fn exercise(label: &str, list: Value, nets: &Subnets) {
         }
     }
     assert_eq!(
-        veths(&h),
+        h.node().veths(),
         Vec::<String>::new(),
         "[{label}] veths left after stop"
     );
     assert_eq!(
-        allocations(&state, &network),
+        allocations(&state.join("networks").join(&network)),
         Vec::<String>::new(),
         "[{label}] allocations left after stop"
     );
@@ -348,9 +319,13 @@ fn exercise(label: &str, list: Value, nets: &Subnets) {
     assert!(left.is_empty(), "[{label}] sandboxes left: {left:?}");
 
     // Nothing left behind.
-    assert_eq!(veths(&h), Vec::<String>::new(), "[{label}] veths left");
     assert_eq!(
-        allocations(&state, &network),
+        h.node().veths(),
+        Vec::<String>::new(),
+        "[{label}] veths left"
+    );
+    assert_eq!(
+        allocations(&state.join("networks").join(&network)),
         Vec::<String>::new(),
         "[{label}] allocations left"
     );
@@ -362,7 +337,7 @@ fn exercise(label: &str, list: Value, nets: &Subnets) {
         rmasq_left.is_empty(),
         "[{label}] rmasq state left: {rmasq_left:?}"
     );
-    let rules = firewall(&h);
+    let rules = h.node().firewall();
     for (id, v4, v6, _) in &pods {
         for word in [id.clone(), v4.to_string()]
             .into_iter()

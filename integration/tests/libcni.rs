@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use cni_testkit::{temp_dir, Netns, TempDir};
+use cni_testkit::json::cidrs;
+use cni_testkit::{allocations, temp_dir, Netns, TempDir, UPSTREAM_VERSIONS};
 use rcni_integration::{shipped_conflist, Libcni};
 use serde_json::{json, Value};
-
-const VERSIONS: [&str; 3] = ["0.3.1", "0.4.0", "1.0.0"];
 
 /// The shipped conflist at `version`, with every piece of on-disk state moved under `state`.
 fn patched(mut list: Value, version: &str, state: &Path) -> Value {
@@ -32,44 +31,13 @@ fn patched(mut list: Value, version: &str, state: &Path) -> Value {
     list
 }
 
-fn allocations(state: &Path, network: &str) -> Vec<String> {
-    let dir = state.join("networks").join(network);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return vec![];
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-        .collect()
-}
-
-fn pod_addrs(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .map(|ips| {
-            ips.iter()
-                .map(|ip| ip["address"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn veths(node: &Netns) -> Vec<String> {
-    node.links()
-        .iter()
-        .filter(|l| l["linkinfo"]["info_kind"] == "veth")
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn exercise(conflist: &str, check_connectivity: bool) {
     exercise_list(conflist, shipped_conflist(conflist), check_connectivity)
 }
 
 fn exercise_list(conflist: &str, original: Value, check_connectivity: bool) {
     cni_testkit::require_root();
-    for version in VERSIONS {
+    for version in UPSTREAM_VERSIONS {
         let state: TempDir = temp_dir("e2e-libcni");
         let list = patched(original.clone(), version, state.path());
         let network = list["name"].as_str().unwrap().to_string();
@@ -98,7 +66,7 @@ fn exercise_list(conflist: &str, original: Value, check_connectivity: bool) {
                 .call("add", &id, Some(pod), "eth0", &["-cap", &caps])
                 .expect_ok(&format!("{conflist} {version} ADD"));
             assert_eq!(res["cniVersion"], version, "{res}");
-            let addrs = pod_addrs(&res);
+            let addrs = cidrs(&res);
             assert!(
                 !addrs.is_empty(),
                 "{conflist} {version}: no address in {res}"
@@ -128,8 +96,11 @@ fn exercise_list(conflist: &str, original: Value, check_connectivity: bool) {
             results.push((id, res));
         }
         // One allocation file per address (two per pod on a dual-stack network).
-        let addresses: usize = results.iter().map(|(_, r)| pod_addrs(r).len()).sum();
-        assert_eq!(allocations(state.path(), &network).len(), addresses);
+        let addresses: usize = results.iter().map(|(_, r)| cidrs(r).len()).sum();
+        assert_eq!(
+            allocations(&state.join("networks").join(&network)).len(),
+            addresses
+        );
         if check_connectivity {
             // pod -> gateway and pod -> pod on the bridge.
             let gw = results[0].1["ips"][0]["gateway"]
@@ -137,7 +108,7 @@ fn exercise_list(conflist: &str, original: Value, check_connectivity: bool) {
                 .unwrap()
                 .to_string();
             pods[0].sh(&format!("ping -c1 -W2 {gw}"));
-            let other = pod_addrs(&results[1].1)[0]
+            let other = cidrs(&results[1].1)[0]
                 .split('/')
                 .next()
                 .unwrap()
@@ -156,12 +127,12 @@ fn exercise_list(conflist: &str, original: Value, check_connectivity: bool) {
             );
         }
         assert_eq!(
-            veths(&node),
+            node.veths(),
             Vec::<String>::new(),
             "{conflist} {version}: veths left"
         );
         assert_eq!(
-            allocations(state.path(), &network),
+            allocations(&state.join("networks").join(&network)),
             Vec::<String>::new(),
             "{conflist} {version}: allocations left"
         );

@@ -7,14 +7,27 @@
 //! message instead of returning errors: a test that cannot set up its world must fail loudly, never
 //! skip silently.
 //!
+//! Beside that, what every crate's tests need alike: the spec versions to loop over
+//! ([`VERSIONS`], [`UPSTREAM_VERSIONS`]), a result's addresses in any version and configs with a
+//! `prevResult` ([`json`]), a host-local store read from outside ([`reservations`]), directory
+//! snapshots ([`snapshot`]), traffic checks ([`ping`], [`source_seen`]), unique container IDs,
+//! [`eventually`] and a seeded [`Rng`]. Each crate's `tests/common` keeps only its own world.
+//!
 //! Tests need root and netns support. They never touch the root network namespace: every link,
 //! address, route and sysctl lives in a [`Netns`] that is deleted on drop, even when the test
 //! panics.
 
 mod chain;
 mod fs;
+pub mod json;
 mod netns;
 mod plugin;
+mod rng;
+mod snapshot;
+mod store;
+mod traffic;
+mod versions;
+mod wait;
 
 pub use chain::{binary, conflist, find_plugin, plugin_config, Chain, PluginCall};
 pub use fs::{
@@ -22,7 +35,13 @@ pub use fs::{
     upstream_dir, TempDir,
 };
 pub use netns::{sweep_stale, Netns};
-pub use plugin::{run_plugin, Invocation, PluginRun};
+pub use plugin::{container_id, run_plugin, Invocation, PluginRun};
+pub use rng::Rng;
+pub use snapshot::{assert_same_tree, snapshot, Entry, Snapshot};
+pub use store::{allocations, reservations};
+pub use traffic::{ping, source_seen, source_seen_via};
+pub use versions::{upstream_version, UPSTREAM_VERSIONS, VERSIONS};
+pub use wait::eventually;
 
 #[cfg(test)]
 mod tests;

@@ -177,6 +177,21 @@ impl Netns {
         self.links().into_iter().find(|l| l["ifname"] == name)
     }
 
+    /// Names of the veth links here (in a node: the host ends of pods).
+    pub fn veths(&self) -> Vec<String> {
+        self.links()
+            .iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "veth")
+            .filter_map(|l| l["ifname"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// The whole firewall as text: `nft list ruleset`, `iptables-save` and `ip6tables-save`
+    /// (whichever exist), for asserting on masquerade and port-mapping rules.
+    pub fn firewall(&self) -> String {
+        self.sh("nft list ruleset; iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; true")
+    }
+
     /// Addresses of `ifname` as `"addr/prefixlen"`, both families, in kernel order, without IPv6
     /// link-local ones (the kernel adds those by itself; plugins never configure them). Empty if
     /// the interface does not exist.

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -127,6 +128,16 @@ impl<'a> Invocation<'a> {
 /// inside `node` when given (runtimes run plugins in the host namespace; `node` plays the host so
 /// the real root namespace is never touched). Never panics on plugin failure: inspect the result,
 /// or use [`PluginRun::ok`]. Panics if the binary cannot be started or exceeds the timeout.
+/// A fresh container ID, unique among the test processes running at once.
+pub fn container_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "c{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 pub fn run_plugin(node: Option<&Netns>, binary: &Path, inv: &Invocation, stdin: &str) -> PluginRun {
     let mut cmd = match node {
         Some(ns) => ns.command(binary),

@@ -4,7 +4,8 @@
 
 mod common;
 
-use cni_testkit::Netns;
+use cni_testkit::json::{addr_of, cidrs, with_prev};
+use cni_testkit::{container_id, eventually, ping, Netns};
 use common::*;
 use serde_json::{json, Value};
 
@@ -82,7 +83,7 @@ fn assert_attached(w: &World, pod: &Netns, family: Family, version: &str, result
 }
 
 fn assert_detached(w: &World, pod: Option<&Netns>) {
-    assert!(w.host_veths().is_empty(), "{:?}", w.host_veths());
+    assert!(w.node.veths().is_empty(), "{:?}", w.node.veths());
     if let Some(pod) = pod {
         assert!(pod.link("eth0").is_none());
     }
@@ -170,9 +171,9 @@ fn del_without_netns_releases_everything() {
             assert!(w.allocations().is_empty(), "{:?}", w.allocations());
             // A deleted netns takes its veths with it, in the kernel's own time.
             assert!(
-                eventually(|| w.host_veths().is_empty()),
+                eventually(|| w.node.veths().is_empty()),
                 "{:?}",
-                w.host_veths()
+                w.node.veths()
             );
         }
 
@@ -206,7 +207,7 @@ fn check_notices_drift() {
             let cid = container_id();
             let result = w.add(&pod, &cid, &conf).ok().clone();
             w.check(&pod, &cid, &conf, &result).assert_ok();
-            let addrs = result_addrs(&result);
+            let addrs = cidrs(&result);
             let script = script.replace("{v4}", &addrs[0]).replace("{v6}", &addrs[1]);
             pod.sh(&script);
             let check = w.check(&pod, &cid, &conf, &result);
@@ -260,7 +261,11 @@ fn failed_add_leaves_nothing() {
             // Upstream leaves the veth behind here; ours leaves nothing.
             assert_detached(&w, Some(&pod));
             assert!(pod.addrs("eth0").is_empty());
-            assert!(!w.firewall().contains("10.22.0."), "{}", w.firewall());
+            assert!(
+                !w.node.firewall().contains("10.22.0."),
+                "{}",
+                w.node.firewall()
+            );
         }
         w.del(Some(&pod), &cid, &conf).assert_ok();
 
@@ -303,8 +308,12 @@ fn failed_add_leaves_nothing() {
         let run = w.add(&pod, &cid, &force);
         assert_ne!(run.code, 0, "{combo:?}: {}", run.stdout);
         assert!(w.allocations().is_empty(), "{:?}", w.allocations());
-        assert!(w.host_veths().is_empty(), "{:?}", w.host_veths());
-        assert!(!w.firewall().contains("10.22.0."), "{}", w.firewall());
+        assert!(w.node.veths().is_empty(), "{:?}", w.node.veths());
+        assert!(
+            !w.node.firewall().contains("10.22.0."),
+            "{}",
+            w.node.firewall()
+        );
         assert_eq!(pod.link("eth0").unwrap()["linkinfo"]["info_kind"], "bridge");
         assert_eq!(run.err_code(), Some(101), "{}", run.stdout);
         assert!(run.stdout.contains("already exists"), "{}", run.stdout);
@@ -374,7 +383,7 @@ fn racing_adds_share_one_bridge() {
                 .map(|h| h.join().unwrap().ok().clone())
                 .collect()
         });
-        let mut addrs: Vec<String> = results.iter().flat_map(result_addrs).collect();
+        let mut addrs: Vec<String> = results.iter().flat_map(cidrs).collect();
         addrs.sort();
         addrs.dedup();
         assert_eq!(addrs.len(), 2 * PODS, "{combo:?}: duplicate addresses");
@@ -386,7 +395,7 @@ fn racing_adds_share_one_bridge() {
             .collect();
         assert_eq!(bridges.len(), 1);
         assert_eq!(w.node.addrs("cni0"), ["10.22.0.1/24", "fd00:22::1/64"]);
-        assert_eq!(w.host_veths().len(), PODS);
+        assert_eq!(w.node.veths().len(), PODS);
         for (pod, result) in pods.iter().zip(&results) {
             assert_eq!(pod.addrs("eth0").len(), 2, "{result}");
         }
@@ -415,7 +424,7 @@ fn pods_reach_each_other_and_the_gateway() {
         let ra = w.add(&a, &ca, &conf).ok().clone();
         let rb = w.add(&b, &cb, &conf).ok().clone();
         for (from, to) in [(&a, &rb), (&b, &ra)] {
-            for ip in result_addrs(to) {
+            for ip in cidrs(to) {
                 let dst = ip.split('/').next().unwrap();
                 assert!(ping(from, dst), "{combo:?}: no reply from {dst}");
             }
@@ -472,7 +481,7 @@ fn host_port_has_no_ipv6_of_its_own() {
     let (a, b) = (Netns::new("pod"), Netns::new("pod"));
     w.add(&a, &container_id(), &conf).ok();
     let rb = w.add(&b, &container_id(), &conf).ok().clone();
-    for host in w.host_veths() {
+    for host in w.node.veths() {
         assert_eq!(w.node.addrs_all(&host), Vec::<String>::new(), "{host}");
         let routes = w.node.exec("ip", &["-6", "route", "show", "dev", &host]);
         assert!(routes.stdout.is_empty(), "{host}: {:?}", routes);

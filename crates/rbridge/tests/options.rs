@@ -3,7 +3,8 @@
 
 mod common;
 
-use cni_testkit::Netns;
+use cni_testkit::json::addr_of;
+use cni_testkit::{ping, Netns};
 use common::*;
 use serde_json::{json, Value};
 
@@ -242,7 +243,7 @@ fn vlans() {
             assert!(run.stdout.contains("VLAN filtering"), "{}", run.stdout);
             assert!(w.allocations().is_empty());
             assert!(pod.link("eth0").is_none());
-            assert!(w.host_veths().is_empty());
+            assert!(w.node.veths().is_empty());
         }
         return;
     }
@@ -447,14 +448,14 @@ fn retried_add_replaces_a_stale_attachment() {
     let r = w.add(&new, "c1", &conf).ok().clone();
     assert!(old.link("eth0").is_none());
     assert!(new.link("eth0").is_some());
-    assert_eq!(w.host_veths().len(), 1);
+    assert_eq!(w.node.veths().len(), 1);
     assert!(ping(&new, "10.22.0.1"));
     // Retried in the same sandbox: the interface is there, so ADD refuses (101).
     let again = w.add(&new, "c1", &conf);
     assert_eq!(again.err_code(), Some(101), "{}", again.stdout);
     w.check(&new, "c1", &conf, &r).assert_ok();
     w.del(Some(&new), "c1", &conf).assert_ok();
-    assert!(w.host_veths().is_empty());
+    assert!(w.node.veths().is_empty());
 }
 
 #[test]
@@ -468,7 +469,7 @@ fn ip_masq_per_backend_and_del_without_netns() {
         );
         let pod = Netns::new("pod");
         let r = w.add(&pod, "c1", &conf).ok().clone();
-        let fw = w.firewall();
+        let fw = w.node.firewall();
         assert!(masquerading(&fw), "{backend}: {fw}");
         assert!(
             fw.contains("10.22.0.") && fw.contains("fd00:22::"),
@@ -478,7 +479,11 @@ fn ip_masq_per_backend_and_del_without_netns() {
         // DEL without netns, as after a node reboot: upstream leaks the rules here.
         drop(pod);
         w.del(None, "c1", &conf).assert_ok();
-        assert!(!masquerading(&w.firewall()), "{backend}: {}", w.firewall());
+        assert!(
+            !masquerading(&w.node.firewall()),
+            "{backend}: {}",
+            w.node.firewall()
+        );
         assert!(w.allocations().is_empty());
     }
 
@@ -493,7 +498,7 @@ fn ip_masq_per_backend_and_del_without_netns() {
     let run = w.add(&pod, "c1", &conf);
     assert_ne!(run.code, 0, "{}", run.stdout);
     assert!(w.allocations().is_empty());
-    assert!(w.host_veths().is_empty());
+    assert!(w.node.veths().is_empty());
     assert!(pod.link("eth0").is_none());
 }
 
@@ -522,11 +527,11 @@ fn gc_and_status_with_rhost_local() {
         "the stale pod's address is released"
     );
     w.check(&a, "keep", &conf, &ra).assert_ok();
-    let fw = w.firewall();
+    let fw = w.node.firewall();
     assert!(fw.contains(&addr_of(&ra["ips"][0]["address"])), "{fw}");
     w.del(Some(&a), "keep", &conf).assert_ok();
     w.del(Some(&b), "stale", &conf).assert_ok();
-    assert!(!masquerading(&w.firewall()), "{}", w.firewall());
+    assert!(!masquerading(&w.node.firewall()), "{}", w.node.firewall());
 }
 
 fn masquerading(firewall: &str) -> bool {

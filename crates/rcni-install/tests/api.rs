@@ -6,6 +6,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use cni_testkit::assert_same_tree;
 use common::*;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.test-token";

@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use cni_testkit::temp_dir;
 use common::*;
 use serde_json::{json, Value};
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cni_testkit::{assert_same_tree, temp_dir};
 use common::*;
 use rcni_install::install::write_atomic;
 

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use cni_testkit::{plugin_bin, require_root, Netns};
+use cni_testkit::{assert_same_tree, plugin_bin, require_root, Netns};
 use common::*;
 use serde_json::Value;
 

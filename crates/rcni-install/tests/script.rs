@@ -6,6 +6,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::process::{Command, Output};
 
+use cni_testkit::assert_same_tree;
 use common::*;
 
 fn script(node: &Node, args: &[&str]) -> Output {

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cni_testkit::temp_dir;
+use cni_testkit::json::addresses;
+use cni_testkit::{temp_dir, Rng};
 use common::*;
 use serde_json::Value;
 

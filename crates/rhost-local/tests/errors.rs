@@ -3,7 +3,9 @@
 
 mod common;
 
-use cni_testkit::{run_plugin, temp_dir, Invocation};
+use std::path::Path;
+
+use cni_testkit::{run_plugin, snapshot, temp_dir, upstream_version, Invocation};
 use common::*;
 use serde_json::{json, Value};
 
@@ -303,9 +305,9 @@ fn bad_input_is_refused_with_the_right_code_and_changes_nothing() {
         )
     });
 
-    let before = tree(&data);
+    let before = snapshot(&data);
     assert!(
-        before.contains_key(&format!("{NET}/.rhost-local/marker")),
+        before.contains_key(Path::new(&format!("{NET}/.rhost-local/marker"))),
         "index in place"
     );
     for c in &cases {
@@ -328,7 +330,7 @@ fn bad_input_is_refused_with_the_right_code_and_changes_nothing() {
             c.names
         );
         assert!(err["cniVersion"].is_string(), "{}", c.what);
-        assert_eq!(tree(&data), before, "{}: the store changed", c.what);
+        assert_eq!(snapshot(&data), before, "{}: the store changed", c.what);
     }
 }
 
@@ -350,7 +352,7 @@ fn refused_add_creates_no_store() {
     gc_conf["cniVersion"] = json!("1.1.0");
     gc(&data, &gc_conf, &[]).assert_ok();
     call(&ours(), "STATUS", "", "", &gc_conf).assert_ok();
-    assert!(tree(&data).is_empty(), "{:?}", tree(&data));
+    assert!(snapshot(&data).is_empty(), "{:?}", snapshot(&data));
 }
 
 /// An ADD refused because the range is full (code 104) leaves nothing naming the refused pod
@@ -376,8 +378,9 @@ fn a_full_range_refuses_an_add_without_a_trace_of_the_pod() {
         let r = call(&ours(), "ADD", "refused-pod", "eth9", &c);
         assert_eq!(r.err_code(), Some(104), "{version}: {}", r.stdout);
         assert_eq!(reservations(&data).len(), held, "{version}");
-        for (path, content) in tree(&data) {
-            let text = String::from_utf8_lossy(&content);
+        for (path, entry) in snapshot(&data) {
+            let text = String::from_utf8_lossy(entry.content());
+            let path = path.display().to_string();
             assert!(
                 !path.contains("refused-pod") && !text.contains("refused-pod"),
                 "{version}: {path} names the refused pod: {text:?}"

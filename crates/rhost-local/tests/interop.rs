@@ -5,9 +5,11 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 
-use cni_testkit::temp_dir;
+use cni_testkit::json::addresses;
+use cni_testkit::{snapshot, temp_dir, upstream_version};
 use common::*;
 use serde_json::{json, Value};
 
@@ -164,7 +166,7 @@ fn same_answers_as_upstream() {
             });
         }
         outputs.push(out);
-        let mut t = tree(&net_dir(&data));
+        let mut t = snapshot(&net_dir(&data));
         t.retain(|k, _| !k.starts_with(".rhost-local"));
         stores.push(t);
     }
@@ -225,9 +227,9 @@ fn switching_either_way_keeps_allocations() {
     }
     assert_eq!(reservations(&data).len(), 2, "only u99 is left");
     // Upstream's DEL walks our index directory too and must not have matched anything there.
-    let meta = tree(&net_dir(&data).join(".rhost-local"));
+    let meta = snapshot(&net_dir(&data).join(".rhost-local"));
     assert!(
-        meta.contains_key("index/r0@eth0"),
+        meta.contains_key(Path::new("index/r0@eth0")),
         "upstream deleted an index file: {:?}",
         meta.keys()
     );

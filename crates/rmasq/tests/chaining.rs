@@ -5,7 +5,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use cni_testkit::{temp_dir, Chain, Netns};
+use cni_testkit::json::addresses;
+use cni_testkit::{source_seen, source_seen_via, temp_dir, Chain, Netns};
 use common::*;
 use serde_json::{json, Value};
 
@@ -42,20 +43,7 @@ fn chain_test(order: &[&str], backend: &str) {
         )
         .skip_check("portmap");
     let result = d.add();
-    let addrs: Vec<String> = result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ip| {
-            ip["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let addrs = addresses(&result);
     assert_eq!(addrs.len(), 2, "{result}");
     pod.wait_link_up("eth0");
     // IPv6 routes via the bridge need its address; give the kernel a moment for DAD there.
@@ -69,7 +57,7 @@ fn chain_test(order: &[&str], backend: &str) {
         source_seen(&pod, &w.out, OUT4, 7200),
         Some(ip(NODE_OUT4)),
         "{what}\n{}",
-        w.firewall()
+        w.node.firewall()
     );
     assert_eq!(
         source_seen(&pod, &w.out, OUT6, 7201),
@@ -93,13 +81,13 @@ fn chain_test(order: &[&str], backend: &str) {
             seen,
             Some(ip(OUT4)),
             "{what}: port mapping\n{}",
-            w.firewall()
+            w.node.firewall()
         );
     }
 
     d.del(&result);
     assert_eq!(source_seen(&pod, &w.out, OUT4, 7203), None, "{what}");
-    let fw = w.firewall();
+    let fw = w.node.firewall();
     assert!(
         !fw.contains("rmasq") && !fw.contains("RMASQ"),
         "{what}: rmasq rules left:\n{fw}"

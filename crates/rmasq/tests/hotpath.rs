@@ -137,7 +137,7 @@ fn pods_of_an_existing_class_run_no_process() {
             !tools.take().is_empty(),
             "{backend}: the last pod removes the rules"
         );
-        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
     }
 }
 
@@ -172,7 +172,7 @@ fn damage_is_repaired_with(backend: &str, tools: Tools, damage: &[&str]) {
         assert!(
             !tools.take().is_empty(),
             "{backend}: `{cmd}` went unnoticed:\n{}",
-            w.firewall()
+            w.node.firewall()
         );
         if loses_elements {
             // Put the first pod back as a runtime would: DEL and ADD again.

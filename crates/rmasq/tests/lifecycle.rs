@@ -3,7 +3,7 @@
 
 mod common;
 
-use cni_testkit::{plugin_bin, run_plugin, Invocation};
+use cni_testkit::{plugin_bin, run_plugin, source_seen, Invocation};
 use common::*;
 use serde_json::{json, Value};
 
@@ -26,7 +26,7 @@ fn del_twice_and_without_netns_or_prev_result() {
         let mut bare = conf.clone();
         bare.as_object_mut().unwrap().remove("prevResult");
         w.rmasq("DEL", "c1", &bare).assert_ok();
-        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
         w.rmasq("DEL", "c1", &bare).assert_ok();
         w.rmasq("DEL", "never-added", &conf).assert_ok();
         let check = w.rmasq("CHECK", "c1", &conf);
@@ -54,11 +54,11 @@ fn del_of_a_stale_pod_keeps_the_masquerade_of_the_pod_that_reused_its_address() 
             source_seen(&p.ns, &w.out, OUT4, 7100),
             Some(ip(NODE_OUT4)),
             "{backend}: the new pod keeps its masquerade\n{}",
-            w.firewall()
+            w.node.firewall()
         );
         w.rmasq("DEL", "new", &conf).assert_ok();
         assert_eq!(source_seen(&p.ns, &w.out, OUT4, 7101), None);
-        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
     }
 }
 
@@ -71,7 +71,7 @@ fn add_again_without_del_replaces() {
         let moved = w.conf(backend, &["10.78.0.9/24"], json!({}));
         w.rmasq("ADD", "c1", &moved).ok();
         w.rmasq("CHECK", "c1", &moved).assert_ok();
-        let fw = w.firewall();
+        let fw = w.node.firewall();
         assert!(
             !fw.contains("10.77.0."),
             "{backend}: old address left:\n{fw}"
@@ -94,7 +94,7 @@ fn add_again_with_the_same_address_keeps_the_rules_in_place() {
     assert_eq!(w.node.sh("nft -a list ruleset"), before);
     w.rmasq("CHECK", "c1", &conf).assert_ok();
     w.rmasq("DEL", "c1", &conf).assert_ok();
-    assert_eq!(w.rule_count(), 0, "{}", w.firewall());
+    assert_eq!(w.rule_count(), 0, "{}", w.node.firewall());
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn gc_removes_attachments_not_listed() {
             assert_eq!(out.err_code(), Some(102), "{backend} c{n}: {}", out.stdout);
         }
         if backend == "nftables" {
-            let fw = w.firewall();
+            let fw = w.node.firewall();
             assert!(
                 !fw.contains("10.77.0.2,") && !fw.contains("10.77.0.2 "),
                 "{fw}"
@@ -214,7 +214,7 @@ fn gc_removes_attachments_not_listed() {
         // The other network's rules, forward accepts included, are untouched.
         w.rmasq("CHECK", "c9", &other).assert_ok();
         w.rmasq("DEL", "c9", &other).assert_ok();
-        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
         let left = std::fs::read_dir(w.state.join("attachments/pods"))
             .unwrap()
             .count();
@@ -267,7 +267,7 @@ fn parallel_add_and_del_are_safe() {
                 .assert_ok();
         }
         run_all("DEL");
-        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
         assert!(
             !w.state.join("members").exists()
                 || std::fs::read_dir(w.state.join("members")).unwrap().count() == 0
@@ -340,7 +340,7 @@ fn failed_add_leaves_nothing() {
             "{}",
             check.stdout
         );
-        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.firewall());
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
     }
 }
 

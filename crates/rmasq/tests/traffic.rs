@@ -3,6 +3,7 @@
 
 mod common;
 
+use cni_testkit::source_seen;
 use common::*;
 use serde_json::json;
 
@@ -34,7 +35,7 @@ fn masquerades(backend: &str) {
             source_seen(&p1.ns, &w.out, out_addr, 7002),
             Some(ip(node_addr)),
             "{backend}: pod→outside {out_addr} must leave with the node's address\n{}",
-            w.firewall()
+            w.node.firewall()
         );
         assert_eq!(
             source_seen(&p1.ns, &p2.ns, peer, 7003),
@@ -71,7 +72,7 @@ fn masquerades(backend: &str) {
         w.rule_count(),
         0,
         "DEL of the last pod leaves no rule:\n{}",
-        w.firewall()
+        w.node.firewall()
     );
 }
 

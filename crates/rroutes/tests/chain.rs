@@ -6,12 +6,9 @@
 
 mod common;
 
-use cni_testkit::{temp_dir, Chain, Netns};
+use cni_testkit::{temp_dir, Chain, Netns, UPSTREAM_VERSIONS, VERSIONS};
 use common::{assert_result_is_kernel_but, kroutes};
 use serde_json::{json, Value};
-
-/// The versions both upstream and rroutes speak that differ in result shape or verbs.
-const VERSIONS: [&str; 3] = ["0.3.1", "0.4.0", "1.0.0"];
 
 fn run_chain(first: Value, rroutes: Value, version: &str, gw4: &str, gw6: &str, implicit: &[&str]) {
     let node = Netns::new("node");
@@ -74,7 +71,7 @@ fn ipam(data: &std::path::Path, v4: &str, v6: &str) -> Value {
 
 #[test]
 fn after_upstream_bridge_and_host_local() {
-    for v in VERSIONS {
+    for v in UPSTREAM_VERSIONS {
         let data = temp_dir("rroutes-ipam");
         let bridge = json!({
             "type": "bridge",
@@ -96,7 +93,7 @@ fn after_upstream_bridge_and_host_local() {
 
 #[test]
 fn after_upstream_ptp() {
-    for v in VERSIONS {
+    for v in UPSTREAM_VERSIONS {
         let data = temp_dir("rroutes-ipam");
         let ptp = json!({
             "type": "ptp",
@@ -117,7 +114,7 @@ fn after_upstream_ptp() {
 
 #[test]
 fn after_rbridge_and_rhost_local() {
-    for v in common::VERSIONS {
+    for v in VERSIONS {
         let data = temp_dir("rroutes-ipam");
         let mut ipam = ipam(&data, "10.87.0.0/24", "fd00:87::/64");
         ipam["type"] = json!("rhost-local");

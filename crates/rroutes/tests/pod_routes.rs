@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{assert_result_is_kernel, kroutes, KRoute, World, GW4, GW6, VERSIONS};
+use cni_testkit::VERSIONS;
+use common::{assert_result_is_kernel, kroutes, KRoute, World, GW4, GW6};
 use serde_json::{json, Value};
 
 fn has(routes: &[KRoute], dst: &str, gw: Option<&str>, table: u32) -> bool {

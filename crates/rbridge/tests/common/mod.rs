@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use cni_testkit::json::{merge, with_prev};
 use cni_testkit::{
     cni_path_with_upstream, plugin_bin, run_plugin, temp_dir, upstream_bin, Invocation, Netns,
-    PluginRun, TempDir,
+    PluginRun, TempDir, UPSTREAM_VERSIONS, VERSIONS,
 };
 use serde_json::{json, Value};
 
@@ -35,9 +35,9 @@ pub const COMBOS: [(Bridge, Ipam); 3] = [
 /// Spec versions every party of `combo` speaks: Debian's upstream plugins (1.1.1) stop at 1.0.0.
 pub fn versions(combo: (Bridge, Ipam)) -> &'static [&'static str] {
     if combo == (Bridge::Ours, Ipam::RHostLocal) {
-        &["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        &VERSIONS
     } else {
-        &["0.3.1", "0.4.0", "1.0.0"]
+        &UPSTREAM_VERSIONS
     }
 }
 
@@ -66,17 +66,6 @@ impl Family {
     pub fn has_v6(self) -> bool {
         self != Family::V4
     }
-}
-
-static CONTAINER: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh container ID, unique in the test process.
-pub fn container_id() -> String {
-    format!(
-        "c{}x{}",
-        std::process::id(),
-        CONTAINER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 pub struct World {
@@ -175,100 +164,8 @@ impl World {
         )
     }
 
-    /// Addresses IPAM holds for network "pods" (files named after addresses).
+    /// Addresses IPAM holds for network "pods".
     pub fn allocations(&self) -> Vec<String> {
-        let dir = self.data_dir().join("pods");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect();
-        out.sort();
-        out
-    }
-
-    /// veth links in the node (host ends of pods).
-    pub fn host_veths(&self) -> Vec<String> {
-        self.node
-            .links()
-            .iter()
-            .filter(|l| l["linkinfo"]["info_kind"] == "veth")
-            .filter_map(|l| l["ifname"].as_str().map(String::from))
-            .collect()
-    }
-
-    /// `nft list ruleset` and `iptables-save` of the node, for masquerade assertions.
-    pub fn firewall(&self) -> String {
-        let nft = self.node.exec("nft", &["list", "ruleset"]);
-        let ipt = self.node.exec("iptables-save", &[]);
-        let ip6t = self.node.exec("ip6tables-save", &[]);
-        format!(
-            "{}\n{}\n{}",
-            String::from_utf8_lossy(&nft.stdout),
-            String::from_utf8_lossy(&ipt.stdout),
-            String::from_utf8_lossy(&ip6t.stdout)
-        )
-    }
-}
-
-/// `conf` with `prevResult` set, as a runtime sends CHECK and DEL.
-pub fn with_prev(conf: &Value, prev: &Value) -> Value {
-    let mut c = conf.clone();
-    c["prevResult"] = prev.clone();
-    c
-}
-
-pub fn merge(into: &mut Value, extra: Value) {
-    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
-        for (k, v) in extra {
-            into.insert(k, v);
-        }
-    }
-}
-
-/// Pings `dst` from `ns` (IPv4 or IPv6), allowing up to 3 s for the first reply.
-pub fn ping(ns: &Netns, dst: &str) -> bool {
-    ns.exec("ping", &["-c", "1", "-w", "3", "-q", dst])
-        .status
-        .success()
-}
-
-/// The address part of "10.22.0.2/24".
-pub fn addr_of(cidr: &Value) -> String {
-    cidr.as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// The `ips[].address` of a 0.3.0+ result.
-pub fn result_addrs(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .map(|ips| {
-            ips.iter()
-                .map(|ip| ip["address"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether `cond` holds within 5 s: for effects the kernel completes asynchronously (a deleted
-/// netns's devices), never for what the plugin must have done before returning.
-pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        if cond() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        cni_testkit::allocations(&self.data_dir().join("pods"))
     }
 }

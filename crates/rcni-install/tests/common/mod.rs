@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-pub use cni_testkit::{temp_dir, TempDir};
+use cni_testkit::{snapshot, temp_dir, Snapshot, TempDir};
 
 pub const PLUGINS: [&str; 4] = ["rbridge", "rhost-local", "rmasq", "rroutes"];
 
@@ -170,83 +170,6 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// What a path holds, compared byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    Dir {
-        mode: u32,
-    },
-    File {
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        content: Vec<u8>,
-    },
-    Symlink {
-        target: PathBuf,
-    },
-}
-
-pub type Snapshot = BTreeMap<PathBuf, Entry>;
-
-pub fn snapshot(root: &Path) -> Snapshot {
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-    for e in fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        let rel = path.strip_prefix(root).unwrap().to_path_buf();
-        let meta = fs::symlink_metadata(&path).unwrap();
-        if meta.file_type().is_symlink() {
-            out.insert(
-                rel,
-                Entry::Symlink {
-                    target: fs::read_link(&path).unwrap(),
-                },
-            );
-        } else if meta.is_dir() {
-            out.insert(
-                rel,
-                Entry::Dir {
-                    mode: meta.mode() & 0o7777,
-                },
-            );
-            walk(root, &path, out);
-        } else {
-            out.insert(
-                rel,
-                Entry::File {
-                    mode: meta.mode() & 0o7777,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                    content: fs::read(&path).unwrap(),
-                },
-            );
-        }
-    }
-}
-
-/// Asserts two snapshots are equal, naming the paths that differ.
-pub fn assert_same_tree(before: &Snapshot, after: &Snapshot) {
-    let mut diffs = Vec::new();
-    for (k, v) in before {
-        match after.get(k) {
-            None => diffs.push(format!("missing now: {}", k.display())),
-            Some(w) if w != v => diffs.push(format!("changed: {}", k.display())),
-            _ => {}
-        }
-    }
-    for k in after.keys() {
-        if !before.contains_key(k) {
-            diffs.push(format!("new: {}", k.display()));
-        }
-    }
-    assert!(diffs.is_empty(), "tree differs:\n{}", diffs.join("\n"));
 }
 
 /// A stand-in for the API server on 127.0.0.1: serves recorded NodeList responses, one per list

@@ -2,7 +2,7 @@ use std::fs;
 use std::path::Path;
 
 use cni_plugin::log::Logger;
-use cni_testkit::{temp_dir, TempDir};
+use cni_testkit::{temp_dir, Snapshot, TempDir};
 use cni_types::{CniArgs, IpConfig, NetConf};
 use serde_json::{json, Value};
 
@@ -62,23 +62,11 @@ fn del_one(data: &TempDir, id: &str, ifname: &str) -> Vec<IpAddr> {
     r
 }
 
-/// Names and contents of the upstream-visible store (ours under .rhost-local excluded).
-fn snapshot(data: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = fs::read_dir(data.join("net"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name() != ".rhost-local")
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        fs::read(e.path()).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+/// The upstream-visible store (ours under .rhost-local excluded).
+fn snapshot(data: &Path) -> Snapshot {
+    let mut s = cni_testkit::snapshot(&data.join("net"));
+    s.retain(|path, _| !path.starts_with(".rhost-local"));
+    s
 }
 
 #[test]
@@ -278,7 +266,10 @@ fn del_releases_exactly_the_attachment() {
     assert_eq!(del_one(&data, "a", "eth0"), [ip("10.1.0.2"), ip("fd00::2")]);
     assert!(del_one(&data, "a", "eth0").is_empty(), "idempotent");
     assert!(del_one(&data, "zzz", "eth0").is_empty());
-    let left: Vec<_> = snapshot(&data).into_iter().map(|(n, _)| n).collect();
+    let left: Vec<_> = snapshot(&data)
+        .into_keys()
+        .map(|n| n.display().to_string())
+        .collect();
     assert_eq!(
         left,
         [
@@ -386,7 +377,10 @@ fn gc_keeps_exactly_the_valid_attachments() {
             leftovers: 1
         }
     );
-    let left: Vec<_> = snapshot(&data).into_iter().map(|(n, _)| n).collect();
+    let left: Vec<_> = snapshot(&data)
+        .into_keys()
+        .map(|n| n.display().to_string())
+        .collect();
     assert_eq!(
         left,
         [

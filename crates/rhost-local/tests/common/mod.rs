@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use cni_testkit::json::merge;
 use cni_testkit::{plugin_bin, run_plugin, upstream_bin, Invocation, PluginRun};
 use serde_json::{json, Value};
 
@@ -22,21 +23,10 @@ pub fn upstream() -> PathBuf {
     upstream_bin("host-local")
 }
 
-/// The newest version upstream host-local (1.1.x) speaks.
-pub fn upstream_version(v: &str) -> &str {
-    if v == "1.1.0" {
-        "1.0.0"
-    } else {
-        v
-    }
-}
-
 /// A network config with `ipam` keys merged over a dataDir in `data`.
 pub fn conf(data: &Path, version: &str, ipam: Value) -> Value {
     let mut base = json!({"type": "host-local", "dataDir": data});
-    for (k, v) in ipam.as_object().unwrap() {
-        base[k] = v.clone();
-    }
+    merge(&mut base, ipam);
     json!({"cniVersion": version, "name": NET, "type": "bridge", "ipam": base})
 }
 
@@ -71,78 +61,13 @@ pub fn call_args(
     run_plugin(None, bin, &inv, &stdin.to_string())
 }
 
-/// The addresses of an ADD result in any version.
-pub fn addresses(result: &Value) -> Vec<String> {
-    if let Some(ips) = result.get("ips").and_then(Value::as_array) {
-        return ips
-            .iter()
-            .map(|i| {
-                i["address"]
-                    .as_str()
-                    .unwrap()
-                    .split('/')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-    }
-    ["ip4", "ip6"]
-        .iter()
-        .filter_map(|k| result.get(*k))
-        .map(|b| {
-            b["ip"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
 pub fn net_dir(data: &Path) -> PathBuf {
     data.join(NET)
 }
 
-/// Reservation files: address -> content.
+/// Reservation files of network [`NET`]: address -> content.
 pub fn reservations(data: &Path) -> BTreeMap<IpAddr, String> {
-    let Ok(dir) = fs::read_dir(net_dir(data)) else {
-        return BTreeMap::new();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let ip: IpAddr = e.file_name().to_str()?.parse().ok()?;
-            Some((ip, fs::read_to_string(e.path()).unwrap_or_default()))
-        })
-        .collect()
-}
-
-/// Every file below `root` with its content (directories as "<dir>/").
-pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if e.file_type().unwrap().is_dir() {
-                out.insert(format!("{rel}/"), Vec::new());
-                stack.push(e.path());
-            } else {
-                out.insert(rel, fs::read(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
+    cni_testkit::reservations(&net_dir(data))
 }
 
 /// Temp files of ours left in the store.
@@ -190,35 +115,4 @@ pub fn spawn(cmd: &str, id: &str, stdin: &Value, env: &[(&str, String)]) -> Chil
         .unwrap()
         .write_all(stdin.to_string().as_bytes());
     child
-}
-
-/// xorshift64*, seeded from the clock unless RHOST_LOCAL_TEST_SEED is set; prints the seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(test: &str) -> Rng {
-        let seed = std::env::var("RHOST_LOCAL_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("{test}: RHOST_LOCAL_TEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }

@@ -2,11 +2,9 @@
 //! network, running rmasq as a runtime does, and seeing which source address a peer observes.
 #![allow(dead_code)]
 
-use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
 
-use cni_plugin::netns::NetNs;
+use cni_testkit::json::{merge, prev_result};
 use cni_testkit::{plugin_bin, run_plugin, temp_dir, Invocation, Netns, PluginRun, TempDir};
 use serde_json::{json, Value};
 
@@ -103,11 +101,7 @@ impl World {
             "stateDir": self.state.display().to_string(),
             "prevResult": prev_result(addrs),
         });
-        if let Value::Object(m) = extra {
-            for (k, v) in m {
-                c[k] = v;
-            }
-        }
+        merge(&mut c, extra);
         c
     }
 
@@ -139,12 +133,6 @@ impl World {
         panic!("no {backend} class of {subnet} in {}", dir.display())
     }
 
-    /// `nft list ruleset` plus `iptables-save`/`ip6tables-save` of the node.
-    pub fn firewall(&self) -> String {
-        self.node
-            .sh("nft list ruleset; iptables-save 2>/dev/null; ip6tables-save 2>/dev/null")
-    }
-
     /// Number of rules in the node's firewall (nft rules, iptables `-A` lines), whatever tables.
     pub fn rule_count(&self) -> usize {
         let nft = self.node.sh("nft -a list ruleset");
@@ -156,54 +144,6 @@ impl World {
             .node
             .sh("iptables-save 2>/dev/null; ip6tables-save 2>/dev/null");
         nft_rules + ipt.lines().filter(|l| l.starts_with("-A ")).count()
-    }
-}
-
-pub fn prev_result(addrs: &[&str]) -> Value {
-    let ips: Vec<Value> = addrs
-        .iter()
-        .map(|a| json!({"address": a, "interface": 0}))
-        .collect();
-    json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}], "ips": ips, "dns": {}})
-}
-
-/// The source address `to` sees when `from` opens a TCP connection to `dst` (an address of
-/// `to`), or None if the connection cannot be made (no return path without masquerade).
-pub fn source_seen(from: &Netns, to: &Netns, dst: &str, port: u16) -> Option<IpAddr> {
-    let addr = SocketAddr::new(dst.parse().unwrap(), port);
-    source_seen_via(from, to, addr, addr)
-}
-
-/// Like [`source_seen`], with the listener on `listen` and the client connecting to `connect`
-/// (different when a port mapping translates one into the other).
-pub fn source_seen_via(
-    from: &Netns,
-    to: &Netns,
-    listen: SocketAddr,
-    connect: SocketAddr,
-) -> Option<IpAddr> {
-    let listener = NetNs::open(&to.path())
-        .unwrap()
-        .run(|| TcpListener::bind(listen))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("bind {listen} in {}: {e}", to.name()));
-    listener.set_nonblocking(true).unwrap();
-    let conn = NetNs::open(&from.path())
-        .unwrap()
-        .run(|| TcpStream::connect_timeout(&connect, Duration::from_millis(1500)))
-        .unwrap();
-    let Ok(_stream) = conn else {
-        return None;
-    };
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match listener.accept() {
-            Ok((_, peer)) => return Some(peer.ip()),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("accept on {listen}: {e}"),
-        }
     }
 }
 

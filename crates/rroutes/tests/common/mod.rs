@@ -3,10 +3,9 @@
 //! `cni_testkit::Chain`.
 #![allow(dead_code)]
 
+use cni_testkit::json::merge;
 use cni_testkit::{plugin_bin, run_plugin, Invocation, Netns, PluginRun};
 use serde_json::{json, Value};
-
-pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// A route as the kernel holds it, read back with `ip -j -N`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -237,9 +236,7 @@ impl World {
             "type": "rroutes",
             "prevResult": self.prev(version),
         });
-        for (k, v) in keys.as_object().unwrap() {
-            c[k] = v.clone();
-        }
+        merge(&mut c, keys);
         c
     }
 
