@@ -85,6 +85,15 @@ pub enum Reach {
     Failed(String),
 }
 
+/// One end of a probe in the connectivity matrix.
+struct End<'a> {
+    label: String,
+    ns: &'a Netns,
+    addr: IpAddr,
+    node: Option<usize>,
+    is_pod: bool,
+}
+
 fn make_ns(naming: Naming, role: &str) -> Netns {
     match naming {
         Naming::Test => Netns::new(role),
@@ -368,17 +377,10 @@ impl Cluster {
         addr.to_string()
     }
 
-    /// The connectivity matrix for one family, as a person reads it, plus the list of cells that
-    /// break what a Kubernetes network must give.
-    pub fn matrix(&self, v6: bool) -> (String, Vec<String>) {
+    /// Every namespace that can start or end a probe for one family: pods, then nodes, then the
+    /// outside world last.
+    fn ends(&self, v6: bool) -> Vec<End<'_>> {
         let fam = usize::from(v6);
-        struct End<'a> {
-            label: String,
-            ns: &'a Netns,
-            addr: IpAddr,
-            node: Option<usize>,
-            is_pod: bool,
-        }
         let mut ends = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             for p in &n.pods {
@@ -402,53 +404,62 @@ impl Cluster {
                 is_pod: false,
             });
         }
-        let outside = End {
+        ends.push(End {
             label: "outside".into(),
             ns: &self.outside,
             addr: self.outside_addrs[fam],
             node: None,
             is_pod: false,
+        });
+        ends
+    }
+
+    /// A probe's cell as the matrix prints it, and whether it is what Kubernetes requires.
+    fn judge(&self, s: &End, d: &End, reach: &Reach, fam: usize) -> (String, bool) {
+        // A node may speak from any of its addresses (e.g. its bridge's gateway address).
+        let own = |a: &IpAddr| {
+            *a == s.addr || (!s.is_pod && s.node.is_some_and(|i| self.node_owns(i, *a)))
         };
+        let cell = match reach {
+            Reach::SeenAs(seen) if own(seen) => "direct".to_string(),
+            Reach::SeenAs(seen) => format!("nat:{}", self.owner_of(*seen).replace("node-", "")),
+            Reach::Failed(_) => "FAIL".to_string(),
+        };
+        // What Kubernetes requires: pods reach pods without NAT; nodes reach pods; pods reach
+        // their own node without NAT; pods reach outside through their node.
+        let seen_as = |want: IpAddr| matches!(reach, Reach::SeenAs(a) if *a == want);
+        let expected = match (s.is_pod, d.is_pod, d.node.is_none()) {
+            (true, true, _) => seen_as(s.addr),
+            (false, true, _) => matches!(reach, Reach::SeenAs(_)),
+            (true, false, true) => seen_as(self.nodes[s.node.unwrap()].lan[fam]),
+            (true, false, false) if s.node == d.node => seen_as(s.addr),
+            _ => matches!(reach, Reach::SeenAs(_)),
+        };
+        (cell, expected)
+    }
+
+    /// The connectivity matrix for one family, as a person reads it, plus the list of cells that
+    /// break what a Kubernetes network must give.
+    pub fn matrix(&self, v6: bool) -> (String, Vec<String>) {
+        let fam = usize::from(v6);
+        let ends = self.ends(v6);
         let width = 12;
         let mut out = String::new();
         let _ = write!(out, "{:<28}", "from \\ to");
-        for d in ends.iter().chain(std::iter::once(&outside)) {
+        for d in &ends {
             let _ = write!(out, "{:<width$}", d.label);
         }
         out.push('\n');
         let mut problems = Vec::new();
-        for s in ends.iter().filter(|e| e.is_pod || e.node.is_some()) {
+        for s in ends.iter().filter(|e| e.node.is_some()) {
             let _ = write!(out, "{:<28}", format!("{} {}", s.label, s.addr));
-            for d in ends.iter().chain(std::iter::once(&outside)) {
+            for d in &ends {
                 if std::ptr::eq(s, d) {
                     let _ = write!(out, "{:<width$}", "-");
                     continue;
                 }
                 let reach = self.probe(s.ns, d.addr);
-                // A node may speak from any of its addresses (e.g. its bridge's gateway address).
-                let own = |a: &IpAddr| {
-                    *a == s.addr || (!s.is_pod && s.node.is_some_and(|i| self.node_owns(i, *a)))
-                };
-                let cell = match &reach {
-                    Reach::SeenAs(seen) if own(seen) => "direct".to_string(),
-                    Reach::SeenAs(seen) => {
-                        format!("nat:{}", self.owner_of(*seen).replace("node-", ""))
-                    }
-                    Reach::Failed(_) => "FAIL".to_string(),
-                };
-                // What Kubernetes requires: pods reach pods without NAT; nodes reach pods; pods
-                // reach their own node without NAT; pods reach outside through their node.
-                let expected = match (s.is_pod, d.is_pod, d.node.is_none()) {
-                    (true, true, _) => matches!(reach, Reach::SeenAs(a) if a == s.addr),
-                    (false, true, _) => matches!(reach, Reach::SeenAs(_)),
-                    (true, false, true) => {
-                        matches!(reach, Reach::SeenAs(a) if a == self.nodes[s.node.unwrap()].lan[fam])
-                    }
-                    (true, false, false) if s.node == d.node => {
-                        matches!(reach, Reach::SeenAs(a) if a == s.addr)
-                    }
-                    _ => matches!(reach, Reach::SeenAs(_)),
-                };
+                let (cell, expected) = self.judge(s, d, &reach, fam);
                 let mark = if expected { "" } else { "!" };
                 if !expected {
                     problems.push(format!(

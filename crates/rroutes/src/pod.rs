@@ -116,47 +116,53 @@ impl<'a> Pod<'a> {
             result.routes.retain(|r| !d.matches_result(r));
         }
         if !conf.add_routes.is_empty() {
-            let mut all = self.nl.routes(false).await?;
-            all.extend(self.nl.routes(true).await?);
-            for (i, a) in conf.add_routes.iter().enumerate() {
-                let spec = a.spec(Some(self.index), Some(conf.protocol));
-                let step = format!("addRoutes[{i}] ({})", a.describe(self.ifname));
-                if !all.iter().any(|k| spec.same_route(k)) {
-                    if let Some(k) = all.iter().find(|k| spec.same_key(k)) {
-                        return Err(self.fail(
-                            &step,
-                            CniError::new(
-                                NETLINK_FAILURE,
-                                format!(
-                                    "the pod already has route {} with the same destination, table and metric; remove it first (delRoutes, flushGateway or flushRoutes) or give this route another priority",
-                                    self.describe_kernel(k).await
-                                ),
-                            ),
-                        ));
-                    }
-                    if !self
-                        .nl
-                        .add_route(&spec)
-                        .await
-                        .map_err(|e| self.fail(&step, e))?
-                    {
-                        return Err(self.fail(
-                            &step,
-                            CniError::new(
-                                NETLINK_FAILURE,
-                                "a route with the same destination, table and metric appeared meanwhile",
-                            ),
-                        ));
-                    }
-                }
-                // The explicit route replaces any result entry standing for the same kernel route.
-                result
-                    .routes
-                    .retain(|r| !(declares(r, &spec) && spec.same_key(&route_spec(r))));
-                result.routes.push(a.result_route());
-            }
+            self.add_routes(conf, &mut result).await?;
         }
         Ok(result)
+    }
+
+    /// addRoutes: each route added unless the pod has it already, and put in the result.
+    async fn add_routes(&self, conf: &Conf, result: &mut CniResult) -> Result<()> {
+        let mut all = self.nl.routes(false).await?;
+        all.extend(self.nl.routes(true).await?);
+        for (i, a) in conf.add_routes.iter().enumerate() {
+            let spec = a.spec(Some(self.index), Some(conf.protocol));
+            let step = format!("addRoutes[{i}] ({})", a.describe(self.ifname));
+            if !all.iter().any(|k| spec.same_route(k)) {
+                if let Some(k) = all.iter().find(|k| spec.same_key(k)) {
+                    return Err(self.fail(
+                        &step,
+                        CniError::new(
+                            NETLINK_FAILURE,
+                            format!(
+                                "the pod already has route {} with the same destination, table and metric; remove it first (delRoutes, flushGateway or flushRoutes) or give this route another priority",
+                                self.describe_kernel(k).await
+                            ),
+                        ),
+                    ));
+                }
+                if !self
+                    .nl
+                    .add_route(&spec)
+                    .await
+                    .map_err(|e| self.fail(&step, e))?
+                {
+                    return Err(self.fail(
+                        &step,
+                        CniError::new(
+                            NETLINK_FAILURE,
+                            "a route with the same destination, table and metric appeared meanwhile",
+                        ),
+                    ));
+                }
+            }
+            // The explicit route replaces any result entry standing for the same kernel route.
+            result
+                .routes
+                .retain(|r| !(declares(r, &spec) && spec.same_key(&route_spec(r))));
+            result.routes.push(a.result_route());
+        }
+        Ok(())
     }
 
     async fn describe_kernel(&self, k: &RouteSpec) -> String {

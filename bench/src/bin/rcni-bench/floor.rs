@@ -3,6 +3,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use cni_netlink::netfilter::{ElemOp, Family, Netfilter};
+use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
+use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
 
 use crate::measure::settle;
@@ -16,7 +19,6 @@ use crate::stats::ms;
 /// deleted right after its DEL, as the runtime does in the plugin runs: the kernel tears a netns
 /// down in the background with RCU waits of its own, which lengthen the next veth deletion's
 pub fn floor(runs: usize, existing: usize) -> (Vec<f64>, Vec<f64>) {
-    use cni_plugin::netns::NetNs;
     let node = Netns::new("bfloor");
     let node_ns = NetNs::open(&node.path()).unwrap();
     // The masquerade rule (set up once, as for a node's first pod): pods' sources in a set.
@@ -43,9 +45,6 @@ pub fn floor(runs: usize, existing: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<f64>) {
-    use cni_netlink::netfilter::{ElemOp, Family, Netfilter};
-    use cni_netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
-    use cni_plugin::netns::NetNs;
     let mut nfnl = Netfilter::open().expect("netfilter socket");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,56 +63,9 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<
         host.add_address(br.index, "10.128.0.1/16".parse().unwrap(), false)
             .await
             .unwrap();
-        // One pod's ADD: veth into the pod, on the bridge; address, up, route; set element.
-        let add = |pod: &Netns, i: usize, nfnl: &mut Netfilter| {
-            let pod_ns = NetNs::open(&pod.path()).unwrap();
-            let addr: IpAddr = format!("10.128.{}.{}", 1 + i / 250, 2 + i % 250)
-                .parse()
-                .unwrap();
-            let key = match addr {
-                IpAddr::V4(a) => a.octets(),
-                IpAddr::V6(_) => unreachable!(),
-            };
-            nfnl.change_elements(Family::Ipv4, "bfloor", &[(ElemOp::Add, "pods", &key)])
-                .unwrap();
-            let host = &host;
-            async move {
-                let name = format!("vethf{i}");
-                host.create_veth(&VethSpec {
-                    host_name: &name,
-                    host_master: Some(br.index),
-                    host_up: false,
-                    host_mac: None,
-                    peer_name: "eth0",
-                    peer_ns: &pod_ns,
-                    peer_mac: Some([0x0a, 0x58, 0, 0, (i >> 8) as u8, i as u8]),
-                    mtu: None,
-                })
-                .await
-                .unwrap();
-                // As rbridge: the port up without IPv6 of its own.
-                host.set_port_up(name.as_str()).await.unwrap();
-                let inside = Netlink::open(Some(&pod_ns)).unwrap();
-                let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
-                inside
-                    .add_address(eth0.index, ipnet::IpNet::new(addr, 16).unwrap(), false)
-                    .await
-                    .unwrap();
-                inside.set_up(eth0.index).await.unwrap();
-                inside
-                    .add_route(&RouteSpec::new(
-                        "0.0.0.0/0".parse().unwrap(),
-                        Some("10.128.0.1".parse().unwrap()),
-                        Some(eth0.index),
-                    ))
-                    .await
-                    .unwrap();
-                (name, key)
-            }
-        };
         // The pods already on the node, as the scale runs have them.
         for (i, pod) in pods.iter().enumerate().take(existing) {
-            add(pod.as_ref().unwrap(), i, &mut nfnl).await;
+            floor_add(&host, br.index, pod.as_ref().unwrap(), i, &mut nfnl).await;
         }
         if existing > 0 {
             settle();
@@ -121,7 +73,7 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<
         let (mut adds, mut dels) = (Vec::new(), Vec::new());
         for (i, pod) in pods.iter_mut().enumerate().skip(existing) {
             let started = Instant::now();
-            let (name, key) = add(pod.as_ref().unwrap(), i, &mut nfnl).await;
+            let (name, key) = floor_add(&host, br.index, pod.as_ref().unwrap(), i, &mut nfnl).await;
             adds.push(ms(started.elapsed()));
             let started = Instant::now();
             nfnl.change_elements(Family::Ipv4, "bfloor", &[(ElemOp::Delete, "pods", &key)])
@@ -134,4 +86,55 @@ fn floor_in_node(pods: &mut [Option<Netns>], existing: usize) -> (Vec<f64>, Vec<
         }
         (adds, dels)
     })
+}
+
+/// One pod's ADD at the floor: veth into the pod, on the bridge; address, up, route; set element.
+async fn floor_add(
+    host: &Netlink,
+    bridge: u32,
+    pod: &Netns,
+    i: usize,
+    nfnl: &mut Netfilter,
+) -> (String, [u8; 4]) {
+    let pod_ns = NetNs::open(&pod.path()).unwrap();
+    let addr: IpAddr = format!("10.128.{}.{}", 1 + i / 250, 2 + i % 250)
+        .parse()
+        .unwrap();
+    let key = match addr {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    nfnl.change_elements(Family::Ipv4, "bfloor", &[(ElemOp::Add, "pods", &key)])
+        .unwrap();
+    let name = format!("vethf{i}");
+    host.create_veth(&VethSpec {
+        host_name: &name,
+        host_master: Some(bridge),
+        host_up: false,
+        host_mac: None,
+        peer_name: "eth0",
+        peer_ns: &pod_ns,
+        peer_mac: Some([0x0a, 0x58, 0, 0, (i >> 8) as u8, i as u8]),
+        mtu: None,
+    })
+    .await
+    .unwrap();
+    // As rbridge: the port up without IPv6 of its own.
+    host.set_port_up(name.as_str()).await.unwrap();
+    let inside = Netlink::open(Some(&pod_ns)).unwrap();
+    let eth0 = inside.link_by_name("eth0").await.unwrap().unwrap();
+    inside
+        .add_address(eth0.index, ipnet::IpNet::new(addr, 16).unwrap(), false)
+        .await
+        .unwrap();
+    inside.set_up(eth0.index).await.unwrap();
+    inside
+        .add_route(&RouteSpec::new(
+            "0.0.0.0/0".parse().unwrap(),
+            Some("10.128.0.1".parse().unwrap()),
+            Some(eth0.index),
+        ))
+        .await
+        .unwrap();
+    (name, key)
 }
