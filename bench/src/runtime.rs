@@ -38,6 +38,13 @@ pub struct ProcRss {
     pub peak_kib: u64,
 }
 
+/// Which attachment a call is for: the runtime's CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME.
+pub struct Attachment<'a> {
+    pub id: &'a str,
+    pub netns: &'a str,
+    pub ifname: &'a str,
+}
+
 pub struct Runtime {
     /// Network namespace the plugins run in (the node).
     pub node: NetNs,
@@ -64,23 +71,15 @@ impl Runtime {
     /// Runs one plugin call and waits for it.
     // With trace_rss the child is reaped by waitpid (in `trace_to_exit`), not through Child.
     #[allow(clippy::zombie_processes)]
-    pub fn exec(
-        &self,
-        plugin: &str,
-        verb: &str,
-        id: &str,
-        netns: &str,
-        ifname: &str,
-        conf: &Value,
-    ) -> Exec {
+    pub fn exec(&self, plugin: &str, verb: &str, at: &Attachment, conf: &Value) -> Exec {
         let bin = self.find(plugin);
         let mut cmd = Command::new(&bin);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", ifname)
+            .env("CNI_CONTAINERID", at.id)
+            .env("CNI_NETNS", at.netns)
+            .env("CNI_IFNAME", at.ifname)
             .env("CNI_PATH", &self.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -138,20 +137,14 @@ impl Runtime {
     }
 
     /// ADD through the whole chain; returns the final result and each plugin's exec.
-    pub fn add(
-        &self,
-        list: &Value,
-        id: &str,
-        netns: &str,
-        ifname: &str,
-    ) -> Result<(Value, Vec<Exec>), String> {
+    pub fn add(&self, list: &Value, at: &Attachment) -> Result<(Value, Vec<Exec>), String> {
         let list = conflist(list);
         let mut prev: Option<Value> = None;
         let mut execs = Vec::new();
         for (i, plugin) in list.plugins.iter().enumerate() {
             let conf = plugin_config(&list, i, prev.as_ref(), &Map::new());
             let ty = plugin["type"].as_str().unwrap();
-            let e = self.exec(ty, "ADD", id, netns, ifname, &conf);
+            let e = self.exec(ty, "ADD", at, &conf);
             if !e.ok {
                 return Err(format!("{ty} ADD failed: {}", e.stdout));
             }
@@ -168,37 +161,30 @@ impl Runtime {
     pub fn check(
         &self,
         list: &Value,
-        id: &str,
-        netns: &str,
-        ifname: &str,
+        at: &Attachment,
         cached: &Value,
     ) -> Result<Vec<Exec>, String> {
-        self.each("CHECK", false, list, id, netns, ifname, Some(cached))
+        self.each("CHECK", false, list, at, Some(cached))
     }
 
     /// DEL through the chain in reverse, with the cached ADD result as prevResult.
     pub fn del(
         &self,
         list: &Value,
-        id: &str,
-        netns: &str,
-        ifname: &str,
+        at: &Attachment,
         cached: Option<&Value>,
     ) -> Result<Vec<Exec>, String> {
-        self.each("DEL", true, list, id, netns, ifname, cached)
+        self.each("DEL", true, list, at, cached)
     }
 
     /// `verb` on every plugin of the chain (in reverse if asked), each given `cached` as
     /// prevResult; stops at the first failure.
-    #[allow(clippy::too_many_arguments)]
     fn each(
         &self,
         verb: &str,
         reverse: bool,
         list: &Value,
-        id: &str,
-        netns: &str,
-        ifname: &str,
+        at: &Attachment,
         cached: Option<&Value>,
     ) -> Result<Vec<Exec>, String> {
         let list = conflist(list);
@@ -210,7 +196,7 @@ impl Runtime {
         for i in order {
             let conf = plugin_config(&list, i, cached, &Map::new());
             let ty = list.plugins[i]["type"].as_str().unwrap();
-            let e = self.exec(ty, verb, id, netns, ifname, &conf);
+            let e = self.exec(ty, verb, at, &conf);
             if !e.ok {
                 return Err(format!("{ty} {verb} failed: {}", e.stdout));
             }

@@ -194,16 +194,21 @@ fn arg_after(pid: i32, flag: &str) -> Option<String> {
 
 /// PIDs of processes whose command line has an argument equal to `arg`.
 fn pids_with_arg(arg: &str) -> Vec<i32> {
+    pids_where(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+    })
+}
+
+/// Every running process's PID for which `keep` holds.
+fn pids_where(keep: impl Fn(i32) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
-        })
+        .filter(|pid| keep(*pid))
         .collect()
 }
 
@@ -221,23 +226,16 @@ fn netns_pids(node: &Netns) -> Vec<i32> {
 }
 
 fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may contain spaces.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = &s[s.rfind(')')? + 2..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
+    pids_where(|pid| {
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may contain spaces.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 2..];
+                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+            })
+            == Some(parent)
+    })
 }
 
 /// Detaches every mount below `dir` (sandbox rootfs, netns bind mounts, shm), deepest first.

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cni_testkit::{Netns, TempDir};
-use rcni_bench::runtime::{Exec, Runtime};
+use rcni_bench::runtime::{Attachment, Exec, Runtime};
 use serde_json::{json, Value};
 
 /// Where every chain's state dir is made (`--state-dir`; the temporary dir by default), set once
@@ -100,7 +100,14 @@ impl Bench {
         let started = Instant::now();
         let (result, execs) = self
             .rt
-            .add(&self.list, &id, &ns.path().display().to_string(), "eth0")
+            .add(
+                &self.list,
+                &Attachment {
+                    id: &id,
+                    netns: &ns.path().display().to_string(),
+                    ifname: "eth0",
+                },
+            )
             .unwrap_or_else(|e| panic!("ADD: {e}"));
         (Pod { ns, id, result }, started.elapsed(), execs)
     }
@@ -111,9 +118,11 @@ impl Bench {
             .rt
             .del(
                 &self.list,
-                &pod.id,
-                &pod.ns.path().display().to_string(),
-                "eth0",
+                &Attachment {
+                    id: &pod.id,
+                    netns: &pod.ns.path().display().to_string(),
+                    ifname: "eth0",
+                },
                 Some(&pod.result),
             )
             .unwrap_or_else(|e| panic!("DEL: {e}"));
