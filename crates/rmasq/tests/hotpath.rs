@@ -32,6 +32,10 @@ impl Tools {
             ("nft", "nft"),
             ("iptables", "iptables"),
             ("ip6tables", "ip6tables"),
+            ("iptables-save", "iptables-save"),
+            ("ip6tables-save", "ip6tables-save"),
+            ("iptables-restore", "iptables-restore"),
+            ("ip6tables-restore", "ip6tables-restore"),
         ])
     }
 
@@ -41,6 +45,10 @@ impl Tools {
             ("nft", "nft"),
             ("iptables", "iptables-legacy"),
             ("ip6tables", "ip6tables-legacy"),
+            ("iptables-save", "iptables-legacy-save"),
+            ("ip6tables-save", "ip6tables-legacy-save"),
+            ("iptables-restore", "iptables-legacy-restore"),
+            ("ip6tables-restore", "ip6tables-legacy-restore"),
         ])
     }
 
@@ -89,6 +97,50 @@ fn call(w: &World, tools: &Tools, verb: &str, cid: &str, conf: &Value) -> Plugin
     let inv = Invocation::new(verb, cid, netns, "eth0")
         .with_env("PATH", tools.path().display().to_string());
     run_plugin(Some(&w.node), &plugin_bin("rmasq"), &inv, &conf.to_string())
+}
+
+/// The tools a call ran, by name, sorted: `["ip6tables-restore", "ip6tables-save", ...]`.
+fn tool_names(runs: Vec<String>) -> Vec<String> {
+    let mut names: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r.split(' ').next().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_class_comes_and_goes_in_one_restore_per_family() {
+    let per_family = [
+        "ip6tables-restore",
+        "ip6tables-save",
+        "iptables-restore",
+        "iptables-save",
+    ];
+    for (backend, expected) in [
+        ("iptables", per_family.to_vec()),
+        ("nftables", [&per_family[..], &["nft"]].concat()),
+    ] {
+        let w = World::new();
+        let tools = Tools::new();
+        let conf = pod(&w, backend, 0);
+        call(&w, &tools, "ADD", "c0", &conf).assert_ok();
+        assert_eq!(
+            tool_names(tools.take()),
+            expected,
+            "{backend}: the first pod's ADD"
+        );
+        assert!(w.rule_count() > 0, "{backend}:\n{}", w.node.firewall());
+        w.rmasq("CHECK", "c0", &conf).assert_ok();
+        tools.take();
+        call(&w, &tools, "DEL", "c0", &conf).assert_ok();
+        assert_eq!(
+            tool_names(tools.take()),
+            expected,
+            "{backend}: the last pod's DEL"
+        );
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
+    }
 }
 
 #[test]

@@ -7,12 +7,13 @@
 //! -t filter -A RMASQ-FORWARD -s 10.1.0.0/24 -m comment --comment rmasq:<id> -j ACCEPT
 //! -t filter -A RMASQ-FORWARD -d 10.1.0.0/24 -m comment --comment rmasq:<id> -j ACCEPT
 //! ```
+//!
+//! Nothing is done where the node has no iptables at all: then nothing can have set a DROP
+//! policy there.
 
 use cni_types::error::Result;
 
-use super::iptables_cmd::{
-    append_if_missing, cmd, delete_if_present, ensure_chain, in_path, ipt, list_chain, missing, run,
-};
+use super::xtables::{cmd, in_path, missing, same_words, Batch, Saved};
 use crate::class::Class;
 
 pub(crate) const FORWARD_CHAIN: &str = "RMASQ-FORWARD";
@@ -27,74 +28,59 @@ pub(crate) fn forward_rules(c: &Class) -> [String; 2] {
     ]
 }
 
-/// Accepts forwarding from and to the class's subnet, at the top of FORWARD. Skipped when the
-/// node has no iptables at all: then nothing can have set a DROP policy there.
-pub(crate) fn ensure_forward(c: &Class, fresh: bool) -> Result<()> {
-    if !in_path(cmd(c.is_v4())) {
-        return Ok(());
-    }
-    let t = ipt(c.is_v4());
-    let rules = forward_rules(c);
-    if !fresh
-        && list_chain(&t, "filter", FORWARD_CHAIN)?.is_some_and(|lines| {
-            rules
-                .iter()
-                .all(|r| lines.contains(&format!("-A {FORWARD_CHAIN} {r}")))
-        })
-        && run(t.exists("filter", "FORWARD", FORWARD_JUMP), || {
-            FORWARD_JUMP.into()
-        })?
-    {
-        return Ok(());
-    }
-    ensure_chain(&t, "filter", FORWARD_CHAIN)?;
-    for rule in &rules {
-        append_if_missing(&t, "filter", FORWARD_CHAIN, rule)?;
-    }
-    if !run(t.exists("filter", "FORWARD", FORWARD_JUMP), || {
-        FORWARD_JUMP.into()
-    })? {
-        run(t.insert("filter", "FORWARD", FORWARD_JUMP, 1), || {
-            format!("{} -t filter -I FORWARD 1 {FORWARD_JUMP}", t.cmd)
-        })?;
-    }
-    Ok(())
+/// Whether the forward accepts of family `v4` are kept at all (iptables is installed).
+pub(crate) fn applies(v4: bool) -> bool {
+    in_path(cmd(v4))
 }
 
-/// Removes the class's forward accepts, and the shared chain once it is empty.
-pub(crate) fn drop_forward(c: &Class) -> Result<()> {
-    if !in_path(cmd(c.is_v4())) {
-        return Ok(());
+/// Adds to `batch` what makes the accepts of `ensure` present (at the top of FORWARD) and those
+/// of `drop` gone, the shared chain and its jump with them once no accept is left. All classes
+/// are of one family, the one `saved` was read from.
+pub(crate) fn plan_forward(ensure: &[&Class], drop: &[&Class], saved: &Saved, batch: &mut Batch) {
+    let add: Vec<String> = ensure.iter().flat_map(|c| forward_rules(c)).collect();
+    let remove: Vec<String> = drop.iter().flat_map(|c| forward_rules(c)).collect();
+    let exists = saved.has_chain("filter", FORWARD_CHAIN);
+    let have: Vec<&str> = saved.rules("filter", FORWARD_CHAIN).collect();
+    let gone =
+        |r: &str| remove.iter().any(|x| same_words(x, r)) && !add.iter().any(|x| same_words(x, r));
+    let left = have.iter().filter(|r| !gone(r)).count();
+    let adding: Vec<&String> = add
+        .iter()
+        .filter(|r| !saved.has_rule("filter", FORWARD_CHAIN, r))
+        .collect();
+    if !exists && adding.is_empty() {
+        return;
     }
-    let t = ipt(c.is_v4());
-    if list_chain(&t, "filter", FORWARD_CHAIN)?.is_none() {
-        return Ok(());
+    if !exists {
+        batch.push("filter", format!(":{FORWARD_CHAIN} - [0:0]"));
     }
-    for rule in forward_rules(c) {
-        delete_if_present(&t, "filter", FORWARD_CHAIN, &rule)?;
+    for r in have.iter().filter(|r| gone(r)) {
+        batch.push("filter", format!("-D {FORWARD_CHAIN} {r}"));
     }
-    let left = list_chain(&t, "filter", FORWARD_CHAIN)?.unwrap_or_default();
-    if !left.iter().any(|l| l.starts_with("-A ")) {
-        delete_if_present(&t, "filter", "FORWARD", FORWARD_JUMP)?;
-        run(t.delete_chain("filter", FORWARD_CHAIN), || {
-            format!("{} -t filter -X {FORWARD_CHAIN}", t.cmd)
-        })?;
+    for r in &adding {
+        batch.push("filter", format!("-A {FORWARD_CHAIN} {r}"));
     }
-    Ok(())
+    let jumps = saved
+        .rules("filter", "FORWARD")
+        .filter(|r| same_words(r, FORWARD_JUMP))
+        .count();
+    if left + adding.len() == 0 {
+        for _ in 0..jumps {
+            batch.push("filter", format!("-D FORWARD {FORWARD_JUMP}"));
+        }
+        batch.push("filter", format!("-X {FORWARD_CHAIN}"));
+    } else if jumps == 0 {
+        batch.push("filter", format!("-I FORWARD 1 {FORWARD_JUMP}"));
+    }
 }
 
-pub(crate) fn check_forward(c: &Class) -> Result<()> {
-    if !in_path(cmd(c.is_v4())) {
-        return Ok(());
-    }
-    let t = ipt(c.is_v4());
-    if !run(t.exists("filter", "FORWARD", FORWARD_JUMP), || {
-        FORWARD_JUMP.into()
-    })? {
+/// CHECK of the class's accepts and the jump to them, in `saved` (its family's filter table).
+pub(crate) fn check_forward(c: &Class, saved: &Saved) -> Result<()> {
+    if !saved.has_rule("filter", "FORWARD", FORWARD_JUMP) {
         return Err(missing(c, "filter", "FORWARD", FORWARD_JUMP));
     }
     for rule in forward_rules(c) {
-        if !run(t.exists("filter", FORWARD_CHAIN, &rule), || rule.clone())? {
+        if !saved.has_rule("filter", FORWARD_CHAIN, &rule) {
             return Err(missing(c, "filter", FORWARD_CHAIN, &rule));
         }
     }

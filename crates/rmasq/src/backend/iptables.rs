@@ -1,5 +1,6 @@
-//! iptables backend (the `iptables`/`ip6tables` commands with `--wait`, so concurrent callers
-//! queue on the xtables lock). Rules are keyed on the class's pod subnet, not on pod addresses,
+//! iptables backend: per family and call, one `iptables-save` to see what is there and one
+//! atomic `iptables-restore --noflush --wait` (queued on the xtables lock) for every change
+//! (`xtables`). Rules are keyed on the class's pod subnet, not on pod addresses,
 //! so they exist once per class; the state dir counts the attachments of each class, and only
 //! the first ADD and the last DEL of a class touch the rules:
 //!
@@ -17,19 +18,16 @@
 //! masqueraded too, which is harmless. The forward part also serves the nftables backend: a DROP
 //! policy lives in iptables' FORWARD.
 //!
-//! The forward accepts are in `forward`, the commands in `iptables_cmd`; how an ADD of an
+//! The forward accepts are in `forward`, the tools in `xtables`; how an ADD of an
 //! existing class avoids running `iptables` is in the fingerprint module.
 
 use std::net::IpAddr;
 
 use cni_types::error::{CniError, Result, PLUGIN_NOT_AVAILABLE};
 
-use super::forward::{check_forward, drop_forward, ensure_forward, FORWARD_CHAIN};
-use super::iptables_cmd::{
-    append_if_missing, cmd, delete_if_present, ensure_chain, has_exactly, in_path, ipt, list_chain,
-    missing, run,
-};
+use super::forward::{applies as forward_applies, check_forward, plan_forward, FORWARD_CHAIN};
 use super::plan::{Backend, Plan};
+use super::xtables::{cmd, in_path, missing, same_words, Batch, Saved};
 use crate::class::{BackendKind, Class};
 
 pub(crate) struct Iptables;
@@ -53,41 +51,106 @@ fn class_rules(c: &Class) -> Vec<String> {
     rules
 }
 
-fn ensure_class(c: &Class, fresh: bool) -> Result<()> {
-    let t = ipt(c.is_v4());
+/// Adds to `batch` what makes `c`'s nat chain hold exactly its rules, jumped to from
+/// POSTROUTING; nothing if it does already (a firewall reload, or a person, may have changed it).
+fn ensure_class(c: &Class, saved: &Saved, batch: &mut Batch) {
     let chain = nat_chain(c);
     let jump = jump_rule(c);
-    // An existing class needs only a look (two execs): its rules are rewritten if a firewall
-    // reload, or a person, changed them.
-    if !fresh
-        && has_exactly(&t, "nat", &chain, &class_rules(c))?
-        && run(t.exists("nat", "POSTROUTING", &jump), || jump.clone())?
-    {
-        return Ok(());
+    let rules = class_rules(c);
+    let have: Vec<&str> = saved.rules("nat", &chain).collect();
+    let exact = have.len() == rules.len() && have.iter().zip(&rules).all(|(h, r)| same_words(h, r));
+    if !exact {
+        // Declared, the chain is created, or flushed if it exists.
+        batch.push("nat", format!(":{chain} - [0:0]"));
+        for rule in rules {
+            batch.push("nat", format!("-A {chain} {rule}"));
+        }
     }
-    ensure_chain(&t, "nat", &chain)?;
-    run(t.flush_chain("nat", &chain), || {
-        format!("{} -t nat -F {chain}", t.cmd)
-    })?;
-    for rule in class_rules(c) {
-        run(t.append("nat", &chain, &rule), || {
-            format!("{} -t nat -A {chain} {rule}", t.cmd)
-        })?;
+    if !saved.has_rule("nat", "POSTROUTING", &jump) {
+        batch.push("nat", format!("-A POSTROUTING {jump}"));
     }
-    append_if_missing(&t, "nat", "POSTROUTING", &jump)
 }
 
-fn drop_class(c: &Class) -> Result<()> {
-    let t = ipt(c.is_v4());
+/// Adds to `batch` the removal of `c`'s jumps and nat chain, where they exist.
+fn drop_class(c: &Class, saved: &Saved, batch: &mut Batch) {
     let chain = nat_chain(c);
-    delete_if_present(&t, "nat", "POSTROUTING", &jump_rule(c))?;
-    if list_chain(&t, "nat", &chain)?.is_some() {
-        run(t.flush_chain("nat", &chain), || {
-            format!("{} -t nat -F {chain}", t.cmd)
-        })?;
-        run(t.delete_chain("nat", &chain), || {
-            format!("{} -t nat -X {chain}", t.cmd)
-        })?;
+    let jump = jump_rule(c);
+    for _ in saved
+        .rules("nat", "POSTROUTING")
+        .filter(|r| same_words(r, &jump))
+    {
+        batch.push("nat", format!("-D POSTROUTING {jump}"));
+    }
+    if saved.has_chain("nat", &chain) {
+        batch.push("nat", format!("-F {chain}"));
+        batch.push("nat", format!("-X {chain}"));
+    }
+}
+
+/// The tables of family `v4` that classes of `kinds` have iptables rules in.
+fn tables(v4: bool, nat: bool, forward: bool) -> Vec<&'static str> {
+    let mut t = Vec::new();
+    if nat {
+        t.push("nat");
+    }
+    if forward && forward_applies(v4) {
+        t.push("filter");
+    }
+    t
+}
+
+/// Applies the iptables part of a call for each family: one read, one atomic write. The nat
+/// rules go only for classes of the iptables backend; the forward accepts for any with
+/// `allowForward`.
+pub(crate) fn apply_family(v4: bool, ensure: &[&Class], drop: &[&Class]) -> Result<()> {
+    let all = || ensure.iter().chain(drop);
+    let nat = all().any(|c| c.backend == BackendKind::Iptables);
+    let forward = all().any(|c| c.allow_forward);
+    let tables = tables(v4, nat, forward);
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let saved = Saved::read(v4, &tables)?;
+    let mut batch = Batch::default();
+    let iptables = |c: &&&Class| c.backend == BackendKind::Iptables;
+    for c in drop.iter().filter(iptables) {
+        drop_class(c, &saved, &mut batch);
+    }
+    for c in ensure.iter().filter(iptables) {
+        ensure_class(c, &saved, &mut batch);
+    }
+    if tables.contains(&"filter") {
+        plan_forward(
+            &with_forward(ensure),
+            &with_forward(drop),
+            &saved,
+            &mut batch,
+        );
+    }
+    batch.apply(v4)
+}
+
+fn with_forward<'a>(classes: &[&'a Class]) -> Vec<&'a Class> {
+    classes
+        .iter()
+        .copied()
+        .filter(|c| c.allow_forward)
+        .collect()
+}
+
+/// [`apply_family`] for every family of `plan`'s classes.
+pub(crate) fn apply_plan(plan: &Plan) -> Result<()> {
+    for v4 in [true, false] {
+        let ensure: Vec<&Class> = plan
+            .ensure
+            .iter()
+            .map(|(c, _)| c)
+            .filter(|c| c.is_v4() == v4)
+            .collect();
+        let drop: Vec<&Class> = plan.drop.iter().filter(|c| c.is_v4() == v4).collect();
+        if !ensure.is_empty() || !drop.is_empty() {
+            apply_family(v4, &ensure, &drop)?;
+        }
     }
     Ok(())
 }
@@ -101,13 +164,7 @@ pub(crate) fn has_rules(c: &Class) -> bool {
 /// Checks the iptables rules of an existing class (execs `iptables`) and repairs what differs,
 /// as the class's first ADD would have written them.
 pub(crate) fn ensure_existing(c: &Class) -> Result<()> {
-    if c.backend == BackendKind::Iptables {
-        ensure_class(c, false)?;
-    }
-    if c.allow_forward {
-        ensure_forward(c, false)?;
-    }
-    Ok(())
+    apply_family(c.is_v4(), &[c], &[])
 }
 
 /// The (table, chain) pairs holding `c`'s iptables rules.
@@ -126,55 +183,59 @@ pub(crate) fn chains(c: &Class) -> Vec<(&'static str, String)> {
 
 impl Backend for Iptables {
     fn apply(&self, plan: &Plan) -> Result<()> {
-        for c in &plan.drop {
-            drop_class(c)?;
-            if c.allow_forward {
-                drop_forward(c)?;
-            }
-        }
-        for (c, fresh) in &plan.ensure {
-            ensure_class(c, *fresh)?;
-            if c.allow_forward {
-                ensure_forward(c, *fresh)?;
-            }
-        }
-        Ok(())
+        apply_plan(plan)
     }
 
     fn check(&self, c: &Class, _addr: IpAddr) -> Result<()> {
-        let t = ipt(c.is_v4());
-        let chain = nat_chain(c);
-        let jump = jump_rule(c);
-        if !run(t.exists("nat", "POSTROUTING", &jump), || jump.clone())? {
-            return Err(missing(c, "nat", "POSTROUTING", &jump));
-        }
-        for rule in class_rules(c) {
-            if !run(t.exists("nat", &chain, &rule), || rule.clone())? {
-                return Err(missing(c, "nat", &chain, &rule));
-            }
-        }
-        if c.allow_forward {
-            check_forward(c)?;
-        }
-        Ok(())
+        check_class(c)
     }
 
     /// Lists nat POSTROUTING: fails if the binary, the kernel modules or the lock are unusable.
     fn status(&self) -> Result<()> {
         for v4 in [true, false] {
-            let t = ipt(v4);
-            let problem = match t.execute("nat", "-S POSTROUTING") {
+            let out = std::process::Command::new(cmd(v4))
+                .args(["-t", "nat", "-S", "POSTROUTING", "--wait"])
+                .stdin(std::process::Stdio::null())
+                .output();
+            let problem = match out {
                 Ok(out) if out.status.success() => continue,
                 Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
                 Err(e) => e.to_string(),
             };
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
-                format!("{} is not usable: {problem}", t.cmd),
+                format!("{} is not usable: {problem}", cmd(v4)),
             ));
         }
         Ok(())
     }
+}
+
+/// CHECK of `c`'s iptables rules (nat rules with the iptables backend, forward accepts with
+/// `allowForward`), from one `iptables-save`.
+pub(crate) fn check_class(c: &Class) -> Result<()> {
+    let v4 = c.is_v4();
+    let tables = tables(v4, c.backend == BackendKind::Iptables, c.allow_forward);
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let saved = Saved::read(v4, &tables)?;
+    if c.backend == BackendKind::Iptables {
+        let chain = nat_chain(c);
+        let jump = jump_rule(c);
+        if !saved.has_rule("nat", "POSTROUTING", &jump) {
+            return Err(missing(c, "nat", "POSTROUTING", &jump));
+        }
+        for rule in class_rules(c) {
+            if !saved.has_rule("nat", &chain, &rule) {
+                return Err(missing(c, "nat", &chain, &rule));
+            }
+        }
+    }
+    if tables.contains(&"filter") {
+        check_forward(c, &saved)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

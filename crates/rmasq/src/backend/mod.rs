@@ -1,20 +1,21 @@
 //! The backends that hold the masquerade rules, and choosing one when the config does not name
-//! it. `nftables` and `iptables` are siblings that share the forward accepts (`forward`) and
-//! the `iptables` command (`iptables_cmd`); `nft_rules` is what the nftables rules read back as.
+//! it. `nftables` and `iptables` are siblings that share the forward accepts (`forward`, written
+//! by `iptables` for either); `xtables` reads and writes iptables rules (one `iptables-save`, one
+//! `iptables-restore` per family and call); `nft_rules` is what the nftables rules read back as.
 
 mod forward;
 mod iptables;
-mod iptables_cmd;
 mod nft_rules;
 mod nftables;
 mod plan;
+mod xtables;
 
 use std::process::{Command, Stdio};
 
 use cni_types::error::{CniError, Result, FIREWALL_FAILURE};
 
 use crate::class::BackendKind;
-use iptables_cmd::in_path;
+use xtables::in_path;
 
 pub(crate) use iptables::{chains as iptables_chains, ensure_existing, has_rules};
 pub(crate) use nftables::update_elements;

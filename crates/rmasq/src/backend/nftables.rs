@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 use cni_netlink::netfilter::{ElemOp, Family, Netfilter};
 use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE, PLUGIN_NOT_AVAILABLE};
 
-use super::forward::{check_forward, drop_forward, ensure_forward};
+use super::iptables::{apply_plan, check_class};
 use super::nft_rules::{chain, verify, TABLE};
 use super::plan::{Backend, Plan};
 use crate::class::Class;
@@ -285,13 +285,7 @@ impl Backend for Nftables {
         nft(&["-f", "-"], Some(&text)).map_err(|e| e.with_details(text))?;
         // Forward accepts: the class's first pod adds them, the last one's DEL removes them;
         // ADD re-adds them if something deleted them.
-        for c in plan.drop.iter().filter(|c| c.allow_forward) {
-            drop_forward(c)?;
-        }
-        for (c, fresh) in plan.ensure.iter().filter(|(c, _)| c.allow_forward) {
-            ensure_forward(c, *fresh)?;
-        }
-        Ok(())
+        apply_plan(plan)
     }
 
     fn check(&self, class: &Class, addr: IpAddr) -> Result<()> {
@@ -305,10 +299,8 @@ impl Backend for Nftables {
             )
         })?;
         check_listing(&listing, class, addr)?;
-        if class.allow_forward {
-            check_forward(class)?;
-        }
-        Ok(())
+        // The forward accepts, if the class has them.
+        check_class(class)
     }
 
     fn status(&self) -> Result<()> {
