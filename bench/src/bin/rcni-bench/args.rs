@@ -7,6 +7,10 @@ pub struct Args {
     /// Only our chain's scale points.
     pub scale_ours: bool,
     pub runs: usize,
+    /// Lifecycles of one pod on an empty node, per chain (0: none).
+    pub empty: usize,
+    /// Only those.
+    pub empty_only: bool,
     pub storm: usize,
     pub scale: Vec<usize>,
     /// Where the chains keep their IPAM and masquerade state (default: the temporary dir).
@@ -23,6 +27,8 @@ pub fn parse_args() -> Args {
     let mut a = Args {
         scale_ours: false,
         runs: 40,
+        empty: 20,
+        empty_only: false,
         storm: 110,
         scale: vec![10, 250, 1000],
         state_dir: None,
@@ -35,6 +41,10 @@ pub fn parse_args() -> Args {
             "--runs" => a.runs = next().parse().expect("--runs N"),
             "--state-dir" => a.state_dir = Some(PathBuf::from(next())),
             "--storm" => a.storm = next().parse().expect("--storm N"),
+            "--empty" | "--empty-only" => {
+                a.empty_only = argv[i] == "--empty-only";
+                a.empty = next().parse().expect("--empty N");
+            }
             "--scale" | "--scale-ours" => {
                 a.scale_ours = argv[i] == "--scale-ours";
                 a.scale = next()
@@ -45,12 +55,13 @@ pub fn parse_args() -> Args {
             }
             "--quick" => {
                 a.runs = 10;
+                a.empty = 8;
                 a.storm = 30;
                 a.scale = vec![10, 100];
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--storm N|0] [--scale A,B|none] [--quick] [--state-dir DIR]"),
+            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--empty N|0] [--empty-only N] [--storm N|0] [--scale A,B|none] [--quick] [--state-dir DIR]"),
         }
         i += 2;
     }

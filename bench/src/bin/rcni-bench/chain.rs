@@ -21,7 +21,11 @@ pub fn set_state_base(dir: &Path) {
 
 #[derive(Clone, Copy, PartialEq)]
 pub enum Which {
+    /// rbridge with `ipMasq` (the rmasq library) + rhost-local.
     Ours,
+    /// rbridge + rhost-local, then rmasq chained as a plugin of its own.
+    OursChained,
+    /// bridge with `ipMasq` + host-local.
     Upstream,
 }
 
@@ -37,6 +41,15 @@ fn conflist(which: Which, state: &Path) -> Value {
                 "ipam": {"type": "rhost-local", "ranges": ranges, "dataDir": state.join("ipam")}
             }]
         }),
+        Which::OursChained => json!({
+            "cniVersion": "1.0.0", "name": "bench",
+            "plugins": [{
+                "type": "rbridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
+                "ipam": {"type": "rhost-local", "ranges": ranges, "dataDir": state.join("ipam")}
+            }, {
+                "type": "rmasq", "stateDir": state.join("rmasq")
+            }]
+        }),
         Which::Upstream => json!({
             "cniVersion": "1.0.0", "name": "bench",
             "plugins": [{
@@ -46,10 +59,13 @@ fn conflist(which: Which, state: &Path) -> Value {
             }]
         }),
     };
-    if let (Which::Ours, Some(log)) = (which, std::env::var_os("RCNI_BENCH_LOG")) {
-        let plugin = &mut list["plugins"][0];
-        plugin["logFile"] = json!(log.to_string_lossy());
-        plugin["logLevel"] = json!("debug");
+    if let (Which::Ours | Which::OursChained, Some(log)) =
+        (which, std::env::var_os("RCNI_BENCH_LOG"))
+    {
+        for plugin in list["plugins"].as_array_mut().unwrap() {
+            plugin["logFile"] = json!(log.to_string_lossy());
+            plugin["logLevel"] = json!("debug");
+        }
     }
     list
 }

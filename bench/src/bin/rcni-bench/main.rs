@@ -2,14 +2,17 @@
 //! calls them (one process per plugin call, each chain in a node namespace of its own), plus the
 //! kernel's floor (the same kernel work from one running process). Prints one table with ratios.
 //!
-//!   rcni-bench [--runs N] [--storm N|0] [--scale 10,250,1000|none] [--quick] [--state-dir DIR]
+//!   rcni-bench [--runs N] [--empty N|0] [--storm N|0] [--scale 10,250,1000|none] [--quick]
+//!              [--state-dir DIR]
 //!   rcni-bench --scale-ours 10,1000   (only our scale points, for profiling)
+//!   rcni-bench --empty-only N         (only the empty node's first and last pod)
 //!
 //! `RCNI_BENCH_LOG=FILE` makes our plugins log at debug level to FILE (rbridge's ADD and DEL
 //! timelines). Method: docs/performance.md.
 
 mod args;
 mod chain;
+mod empty;
 mod floor;
 mod measure;
 mod stats;
@@ -75,7 +78,14 @@ fn main() {
         }
         return;
     }
+    if args.empty_only {
+        table::print(&empty::empty_rows(args.empty));
+        return;
+    }
     let (mut rows, o, u, (floor_add, floor_del)) = single_pod(args.runs);
+    if args.empty > 0 {
+        rows.extend(empty::empty_rows(args.empty));
+    }
     if args.storm() {
         eprintln!("storm of {} pods, ours...", args.storm);
         let so = storm(Which::Ours, args.storm);

@@ -17,7 +17,7 @@ fn ratio(o: f64, u: f64) -> String {
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
     } else {
@@ -30,7 +30,7 @@ fn row(metric: String, ours: String, upstream: String, ratio: String, target: St
 }
 
 /// A row comparing a measure of ours with upstream's, shown with `decimals`.
-fn compared(metric: &str, (o, u): (f64, f64), decimals: usize, target: String) -> Row {
+pub fn compared(metric: &str, (o, u): (f64, f64), decimals: usize, target: String) -> Row {
     let (o_text, u_text) = (format!("{o:.decimals$}"), format!("{u:.decimals$}"));
     row(metric.into(), o_text, u_text, ratio(o, u), target)
 }
