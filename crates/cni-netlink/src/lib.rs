@@ -26,6 +26,7 @@ pub use error::NetlinkError;
 pub use link::{format_mac, parse_mac, DevConf, Link, LinkId, VethSpec};
 pub use port::{BridgeSpec, PortOptions, PortVlan};
 pub use route::{
-    describe as describe_route, RouteSpec, IP6_RT_PRIO_USER, RTN_UNICAST, RT_TABLE_MAIN,
+    describe as describe_route, RouteFilter, RouteSpec, IP6_RT_PRIO_USER, RTN_UNICAST,
+    RT_TABLE_MAIN,
 };
 pub use session::{runtime, Netlink};

@@ -216,15 +216,48 @@ impl RouteSpec {
     }
 }
 
+/// Which unicast routes of one table a dump returns: all of them, or those of one protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteFilter {
+    /// A table below 256 (the main table is [`RT_TABLE_MAIN`]).
+    pub table: u8,
+    pub protocol: Option<u8>,
+}
+
 impl Netlink {
     /// Every route of one family in every table (`v6` selects IPv6), cached entries excluded.
     pub async fn routes(&self, v6: bool) -> Result<Vec<RouteSpec>> {
+        self.dump_routes(v6, None).await
+    }
+
+    /// The unicast routes of one family that `filter` selects. The kernel filters the dump
+    /// (strict checking, Linux 4.20 on), so a node's thousands of routes of other tables and
+    /// protocols (a pod's kernel link-local routes, say) are never sent; they are filtered here
+    /// too, for older kernels.
+    pub async fn routes_matching(&self, v6: bool, filter: RouteFilter) -> Result<Vec<RouteSpec>> {
+        let mut routes = self.dump_routes(v6, Some(filter)).await?;
+        routes.retain(|r| {
+            r.table_or_main() == u32::from(filter.table)
+                && r.kind == Some(RTN_UNICAST)
+                && filter.protocol.is_none_or(|p| r.protocol == Some(p))
+        });
+        Ok(routes)
+    }
+
+    async fn dump_routes(&self, v6: bool, filter: Option<RouteFilter>) -> Result<Vec<RouteSpec>> {
         let mut query = RouteMessage::default();
         query.header.address_family = if v6 {
             AddressFamily::Inet6
         } else {
             AddressFamily::Inet
         };
+        if let Some(f) = filter {
+            query.header.table = f.table;
+            query.header.kind = RouteType::Unicast;
+            if let Some(p) = f.protocol {
+                query.header.protocol = RouteProtocol::from(p);
+            }
+        }
         let msgs: Vec<RouteMessage> = self
             .handle
             .route()

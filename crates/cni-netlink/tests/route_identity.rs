@@ -1,7 +1,7 @@
 //! Route identity against a real kernel: what `same_route`/`same_key` decide must agree with what
 //! the kernel reads back, and a protocol set on a route comes back as set.
 
-use cni_netlink::{Netlink, RouteSpec};
+use cni_netlink::{Netlink, RouteFilter, RouteSpec};
 use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
 
@@ -59,4 +59,63 @@ fn read_back_routes_are_the_same_route_and_keep_their_protocol() {
     assert!(node
         .ip(&["-4", "route", "show", "10.31.0.0/16"])
         .contains("proto 114"));
+}
+
+#[test]
+fn a_filtered_dump_returns_only_the_tables_unicast_routes_of_the_protocol() {
+    cni_testkit::require_root();
+    let node = Netns::new("node");
+    let peer = Netns::new("peer");
+    node.veth_to(&peer, "v0", "v1", "10.30.0.1/24", "10.30.0.2/24");
+    node.ip(&["addr", "add", "fd00:30::1/64", "dev", "v0", "nodad"]);
+    for r in [
+        "route add 10.41.0.0/16 via 10.30.0.2 proto 114",
+        "route add 10.42.0.0/16 via 10.30.0.2 proto 114 table 100",
+        "route add 10.43.0.0/16 via 10.30.0.2",
+        "route add blackhole 10.44.0.0/16 proto 114",
+        "-6 route add fd00:41::/64 via fd00:30::2 proto 114",
+    ] {
+        node.ip(&r.split(' ').collect::<Vec<_>>());
+    }
+    let ns = NetNs::open(&node.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let nl = Netlink::open(Some(&ns)).unwrap();
+        let dsts = |routes: Vec<RouteSpec>| -> Vec<String> {
+            let mut d: Vec<String> = routes.iter().map(|r| r.dst.to_string()).collect();
+            d.sort();
+            d
+        };
+        let ours = RouteFilter {
+            table: 254,
+            protocol: Some(114),
+        };
+        assert_eq!(
+            dsts(nl.routes_matching(false, ours).await.unwrap()),
+            ["10.41.0.0/16"]
+        );
+        assert_eq!(
+            dsts(nl.routes_matching(true, ours).await.unwrap()),
+            ["fd00:41::/64"]
+        );
+        let main = RouteFilter {
+            table: 254,
+            protocol: None,
+        };
+        assert_eq!(
+            dsts(nl.routes_matching(false, main).await.unwrap()),
+            ["10.30.0.0/24", "10.41.0.0/16", "10.43.0.0/16"]
+        );
+        let other = RouteFilter {
+            table: 100,
+            protocol: Some(114),
+        };
+        assert_eq!(
+            dsts(nl.routes_matching(false, other).await.unwrap()),
+            ["10.42.0.0/16"]
+        );
+    });
 }

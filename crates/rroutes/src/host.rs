@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cni_netlink::{Netlink, RouteSpec, RTN_UNICAST, RT_TABLE_MAIN};
+use cni_netlink::{Netlink, RouteFilter, RouteSpec, RT_TABLE_MAIN};
 use cni_types::error::{CHECK_MISMATCH, INVALID_NETWORK_CONFIG, IO_FAILURE, NETLINK_FAILURE};
 use cni_types::{CniError, NetConfList, Result};
 
@@ -47,17 +47,30 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Unicast routes of the main table, of the families asked for.
-async fn main_routes(nl: &Netlink, v4: bool, v6: bool) -> Result<Vec<RouteSpec>> {
+/// Unicast routes of the main table, of the families asked for: all of them, or only those of
+/// `protocol` (rroutes' own, which the kernel then filters out of the node's routes for us).
+async fn main_routes(
+    nl: &Netlink,
+    (v4, v6): (bool, bool),
+    protocol: Option<u8>,
+) -> Result<Vec<RouteSpec>> {
+    let filter = RouteFilter {
+        table: RT_TABLE_MAIN as u8,
+        protocol,
+    };
     let mut all = Vec::new();
     if v4 {
-        all.extend(nl.routes(false).await?);
+        all.extend(nl.routes_matching(false, filter).await?);
     }
     if v6 {
-        all.extend(nl.routes(true).await?);
+        all.extend(nl.routes_matching(true, filter).await?);
     }
-    all.retain(|k| k.table_or_main() == RT_TABLE_MAIN && k.kind == Some(RTN_UNICAST));
     Ok(all)
+}
+
+fn family(route: &HostRoute) -> (bool, bool) {
+    let v4 = route.dst.addr().is_ipv4();
+    (v4, !v4)
 }
 
 fn families(routes: &[HostRoute]) -> (bool, bool) {
@@ -86,59 +99,48 @@ pub async fn ensure(
     if routes.is_empty() {
         return Ok(());
     }
-    let (v4, v6) = families(routes);
-    let existing = main_routes(nl, v4, v6).await?;
+    // Ours are read first, filtered by the kernel; everyone else's only if a route of ours is
+    // missing and cannot simply be added.
+    let ours = main_routes(nl, families(routes), Some(protocol)).await?;
     for (i, h) in routes.iter().enumerate() {
         let want = h.spec(Some(protocol));
-        if existing.iter().any(|k| want.same_route(k)) {
+        if ours.iter().any(|k| want.same_route(k)) {
             report.kept += 1;
-            continue;
-        }
-        match existing.iter().find(|k| want.same_key(k)) {
-            Some(k) if k.protocol == Some(protocol) => {
-                nl.replace_route(&want).await.map_err(|e| at(i, e))?;
-                report.replaced.push((k.clone(), want));
+        } else if let Some(k) = ours.iter().find(|k| want.same_key(k)) {
+            nl.replace_route(&want).await.map_err(|e| at(i, e))?;
+            report.replaced.push((k.clone(), want));
+        } else if nl.add_route(&want).await.map_err(|e| at(i, e))? {
+            report.added.push(want);
+        } else {
+            // The destination is taken: by an identical route (someone else's, or another
+            // ADD's that won the race), which is fine, or by a conflicting one.
+            let now = main_routes(nl, family(h), None).await?;
+            if !now.iter().any(|k| want.same_route(k)) {
+                return Err(at(i, taken(h, now.iter().find(|k| want.same_key(k)))));
             }
-            Some(k) => {
-                return Err(at(
-                    i,
-                    CniError::new(
-                        NETLINK_FAILURE,
-                        format!(
-                            "route {} via {} conflicts with the node's route {} (proto {}), which rroutes did not install: remove that route or this entry",
-                            h.dst,
-                            h.gw,
-                            describe(k, ""),
-                            k.protocol.unwrap_or(0)
-                        ),
-                    ),
-                ))
-            }
-            None => {
-                if nl.add_route(&want).await.map_err(|e| at(i, e))? {
-                    report.added.push(want);
-                } else {
-                    // Another ADD won the race; fine if it installed the same route.
-                    let now = main_routes(nl, h.dst.addr().is_ipv4(), h.dst.addr().is_ipv6())
-                        .await?;
-                    if !now.iter().any(|k| want.same_route(k)) {
-                        return Err(at(
-                            i,
-                            CniError::new(
-                                NETLINK_FAILURE,
-                                format!(
-                                    "route {} via {}: another route with this destination appeared meanwhile",
-                                    h.dst, h.gw
-                                ),
-                            ),
-                        ));
-                    }
-                    report.kept += 1;
-                }
-            }
+            report.kept += 1;
         }
     }
     Ok(())
+}
+
+/// Why `h` could not be added: the node's route `k` with its destination and metric, which
+/// rroutes did not install, or (none found) one that appeared meanwhile.
+fn taken(h: &HostRoute, k: Option<&RouteSpec>) -> CniError {
+    let msg = match k {
+        Some(k) => format!(
+            "route {} via {} conflicts with the node's route {} (proto {}), which rroutes did not install: remove that route or this entry",
+            h.dst,
+            h.gw,
+            describe(k, ""),
+            k.protocol.unwrap_or(0)
+        ),
+        None => format!(
+            "route {} via {}: another route with this destination appeared meanwhile",
+            h.dst, h.gw
+        ),
+    };
+    CniError::new(NETLINK_FAILURE, msg)
 }
 
 /// Removes the routes marked with `protocol` in the main table that `routes` does not list.
@@ -149,8 +151,8 @@ pub async fn prune(
     report: &mut Report,
 ) -> Result<()> {
     let wanted: Vec<RouteSpec> = routes.iter().map(|h| h.spec(None)).collect();
-    for k in main_routes(nl, true, true).await? {
-        if k.protocol == Some(protocol) && !wanted.iter().any(|w| w.same_route(&k)) {
+    for k in main_routes(nl, (true, true), Some(protocol)).await? {
+        if !wanted.iter().any(|w| w.same_route(&k)) {
             nl.del_route(&k).await.map_err(|e| CniError {
                 msg: format!("removing a route no longer listed in hostRoutes: {}", e.msg),
                 ..e
@@ -166,8 +168,7 @@ pub async fn check(nl: &Netlink, routes: &[HostRoute]) -> Result<()> {
     if routes.is_empty() {
         return Ok(());
     }
-    let (v4, v6) = families(routes);
-    let existing = main_routes(nl, v4, v6).await?;
+    let existing = main_routes(nl, families(routes), None).await?;
     for (i, h) in routes.iter().enumerate() {
         let want = h.spec(None);
         if existing.iter().any(|k| want.same_route(k)) {
