@@ -87,7 +87,8 @@ fn drop_class(c: &Class, saved: &Saved, batch: &mut Batch) {
     }
 }
 
-/// The tables of family `v4` that classes of `kinds` have iptables rules in.
+/// The iptables tables of family `v4` to read and write: nat for classes of the iptables
+/// backend, filter for forward accepts (where iptables is installed).
 fn tables(v4: bool, nat: bool, forward: bool) -> Vec<&'static str> {
     let mut t = Vec::new();
     if nat {
