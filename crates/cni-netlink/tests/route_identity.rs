@@ -5,19 +5,28 @@ use cni_netlink::{Netlink, RouteFilter, RouteSpec};
 use cni_plugin::netns::NetNs;
 use cni_testkit::Netns;
 
-#[test]
-fn read_back_routes_are_the_same_route_and_keep_their_protocol() {
+/// A node netns linked to a peer (10.30.0.1/24 and fd00:30::1/64 on its v0, the peer .2).
+fn node_with_peer() -> (Netns, Netns) {
     cni_testkit::require_root();
     let node = Netns::new("node");
     let peer = Netns::new("peer");
     node.veth_to(&peer, "v0", "v1", "10.30.0.1/24", "10.30.0.2/24");
     node.ip(&["addr", "add", "fd00:30::1/64", "dev", "v0", "nodad"]);
-    let ns = NetNs::open(&node.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    (node, peer)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+}
+
+#[test]
+fn read_back_routes_are_the_same_route_and_keep_their_protocol() {
+    let (node, _peer) = node_with_peer();
+    let ns = NetNs::open(&node.path()).unwrap();
+    runtime().block_on(async {
         let nl = Netlink::open(Some(&ns)).unwrap();
         let v0 = nl.link_by_name("v0").await.unwrap().unwrap().index;
         let mut marked = RouteSpec::new(
@@ -63,11 +72,7 @@ fn read_back_routes_are_the_same_route_and_keep_their_protocol() {
 
 #[test]
 fn a_filtered_dump_returns_only_the_tables_unicast_routes_of_the_protocol() {
-    cni_testkit::require_root();
-    let node = Netns::new("node");
-    let peer = Netns::new("peer");
-    node.veth_to(&peer, "v0", "v1", "10.30.0.1/24", "10.30.0.2/24");
-    node.ip(&["addr", "add", "fd00:30::1/64", "dev", "v0", "nodad"]);
+    let (node, _peer) = node_with_peer();
     for r in [
         "route add 10.41.0.0/16 via 10.30.0.2 proto 114",
         "route add 10.42.0.0/16 via 10.30.0.2 proto 114 table 100",
@@ -78,11 +83,7 @@ fn a_filtered_dump_returns_only_the_tables_unicast_routes_of_the_protocol() {
         node.ip(&r.split(' ').collect::<Vec<_>>());
     }
     let ns = NetNs::open(&node.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let nl = Netlink::open(Some(&ns)).unwrap();
         let dsts = |routes: Vec<RouteSpec>| -> Vec<String> {
             let mut d: Vec<String> = routes.iter().map(|r| r.dst.to_string()).collect();

@@ -162,7 +162,8 @@ pub(crate) fn has_rules(c: &Class) -> bool {
     c.backend == BackendKind::Iptables || (c.allow_forward && in_path(cmd(c.is_v4())))
 }
 
-/// Checks the iptables rules of an existing class (execs `iptables`) and repairs what differs,
+/// Checks the iptables rules of an existing class (one `iptables-save`) and repairs what differs
+/// (one `iptables-restore`),
 /// as the class's first ADD would have written them.
 pub(crate) fn ensure_existing(c: &Class) -> Result<()> {
     apply_family(c.is_v4(), &[c], &[])
