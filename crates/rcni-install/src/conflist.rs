@@ -1,4 +1,5 @@
-//! The node's conflist: the chain of conflists/10-rcni.conflist, filled in with this node's inputs.
+//! The node's conflist: the chain of conflists/10-rcni.conflist (rbridge with rhost-local, rmasq,
+//! upstream portmap), filled in with this node's inputs, plus rroutes for static host routes.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -145,23 +146,36 @@ impl Inputs {
             "ranges": ranges,
             "dataDir": "/var/lib/cni/networks",
         });
-        let routes: Vec<Value> = self
-            .host_routes
-            .iter()
-            .map(|r| json!({ "dst": r.dst.to_string(), "gw": r.gw.to_string() }))
-            .collect();
+        let mut plugins = vec![
+            bridge,
+            json!({
+                "type": "rmasq",
+                "nonMasqueradeCIDRs": self.cluster_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            }),
+        ];
+        // Static routes to other nodes (a host set up from flags); the node agent programs its
+        // routes itself as nodes come and go, and an entry with nothing to do would cost every
+        // pod an exec.
+        if !self.host_routes.is_empty() {
+            let routes: Vec<Value> = self
+                .host_routes
+                .iter()
+                .map(|r| json!({ "dst": r.dst.to_string(), "gw": r.gw.to_string() }))
+                .collect();
+            plugins.push(json!({ "type": "rroutes", "hostRoutes": routes }));
+        }
+        // hostPort: kubelet passes a pod's ports as the portMappings capability to the plugins
+        // that declare it; without this entry they would silently do nothing.
+        plugins.push(json!({
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
+            "snat": true,
+        }));
         json!({
             "cniVersion": "1.0.0",
             "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
             "name": NETWORK_NAME,
-            "plugins": [
-                bridge,
-                {
-                    "type": "rmasq",
-                    "nonMasqueradeCIDRs": self.cluster_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-                },
-                { "type": "rroutes", "hostRoutes": routes },
-            ],
+            "plugins": plugins,
         })
     }
 
@@ -176,22 +190,6 @@ pub fn render_json(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("a JSON value always serializes");
     s.push('\n');
     s
-}
-
-/// `conflist` with an empty `hostRoutes`: what `rroutes sync` is given on uninstall so that it
-/// removes every route it installed for this network.
-pub fn without_host_routes(conflist: &str) -> Result<String> {
-    let mut v: Value = serde_json::from_str(conflist).context("conflist is not JSON")?;
-    let plugins = v
-        .get_mut("plugins")
-        .and_then(Value::as_array_mut)
-        .context("conflist has no plugins list")?;
-    for p in plugins.iter_mut() {
-        if p.get("type").and_then(Value::as_str) == Some("rroutes") {
-            p["hostRoutes"] = json!([]);
-        }
-    }
-    Ok(render_json(&v))
 }
 
 fn join(nets: &[IpNet]) -> String {

@@ -23,6 +23,8 @@ pub use crate::files::{sha256, write_atomic, Backup};
 
 /// The binaries installed, in the order of the chain.
 pub const PLUGINS: [&str; 4] = ["rbridge", "rhost-local", "rmasq", "rroutes"];
+/// Upstream plugins the image carries, installed where the node has none (see [`upstream_wanted`]).
+pub const UPSTREAM: [&str; 2] = ["portmap", "loopback"];
 pub const MANIFEST_FILE: &str = "installed.json";
 
 #[derive(Debug, Clone)]
@@ -85,13 +87,23 @@ pub struct Desired {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub files: Vec<Desired>,
-    /// `rroutes sync --conflist` with this binary after the files, if set.
-    pub sync_routes: Option<PathBuf>,
+    /// rroutes, recorded in the manifest: `down` removes the routes to other nodes with it.
+    pub routes: Option<PathBuf>,
+    /// Whether `up` runs `rroutes sync --conflist` after the files (static host routes); the
+    /// node agent programs its routes itself.
+    pub sync_routes: bool,
 }
 
 impl Plan {
-    /// The four plugins from `src_dir` and the conflist text.
-    pub fn new(layout: &Layout, src_dir: &Path, conflist: &str, sync_routes: bool) -> Result<Plan> {
+    /// The four plugins from `src_dir`, the upstream plugins the conflist needs from
+    /// `upstream_dir` (see [`upstream_wanted`]), and the conflist text.
+    pub fn new(
+        layout: &Layout,
+        src_dir: &Path,
+        upstream: &[PathBuf],
+        conflist: &str,
+        sync_routes: bool,
+    ) -> Result<Plan> {
         let mut files = Vec::new();
         for name in PLUGINS {
             let src = src_dir.join(name);
@@ -107,6 +119,16 @@ impl Plan {
                 mode: 0o755,
             });
         }
+        for src in upstream {
+            let name = src
+                .file_name()
+                .context("upstream plugin path without a name")?;
+            files.push(Desired {
+                path: layout.bin_dir.join(name),
+                content: fs::read(src).with_context(|| format!("reading {}", src.display()))?,
+                mode: 0o755,
+            });
+        }
         files.push(Desired {
             path: layout.conflist_path(),
             content: conflist.as_bytes().to_vec(),
@@ -114,9 +136,38 @@ impl Plan {
         });
         Ok(Plan {
             files,
-            sync_routes: sync_routes.then(|| layout.rroutes_path()),
+            routes: Some(layout.rroutes_path()),
+            sync_routes,
         })
     }
+}
+
+/// The upstream plugins (portmap for hostPort, loopback which containerd and CRI-O call for
+/// every pod) to install from `dir`: each one the bin dir lacks, or that an earlier `up`
+/// installed (so an upgrade of the image upgrades it too). One the node already has from its own
+/// CNI package is left alone. Warns when the conflist's portmap is nowhere.
+pub fn upstream_wanted(
+    layout: &Layout,
+    dir: &Path,
+    manifest: Option<&Manifest>,
+    warnings: &mut Vec<String>,
+) -> Vec<PathBuf> {
+    let mut wanted = Vec::new();
+    for name in UPSTREAM {
+        let target = layout.bin_dir.join(name);
+        let ours = manifest.is_some_and(|m| m.files.iter().any(|e| e.path == target));
+        let src = dir.join(name);
+        if src.is_file() && (ours || !target.exists()) {
+            wanted.push(src);
+        } else if !target.exists() && name == "portmap" {
+            warnings.push(format!(
+                "the conflist chains portmap, which is neither in {} nor in {}: pods will fail to start until it is (Debian/Ubuntu: containernetworking-plugins)",
+                layout.bin_dir.display(),
+                dir.display()
+            ));
+        }
+    }
+    wanted
 }
 
 /// What one `up` did (or, dry, would do).
@@ -171,7 +222,7 @@ impl Installer {
         }
         self.remove_stale_temps(&mut report)?;
         let writes = self.record_writes(plan, &mut m, &mut report)?;
-        let routes = plan.sync_routes.as_ref().map(|rroutes| RoutesEntry {
+        let routes = plan.routes.as_ref().map(|rroutes| RoutesEntry {
             rroutes: rroutes.clone(),
             conflist: self.layout.conflist_path(),
         });
@@ -248,7 +299,7 @@ impl Installer {
     }
 
     fn sync_routes(&self, plan: &Plan, report: &mut Report) -> Result<()> {
-        let Some(rroutes) = &plan.sync_routes else {
+        let Some(rroutes) = plan.routes.as_ref().filter(|_| plan.sync_routes) else {
             return Ok(());
         };
         let conflist = self.layout.conflist_path();
@@ -327,7 +378,7 @@ impl Installer {
     pub fn down(&self, skip_routes: bool) -> Result<Report> {
         let mut report = Report::default();
         let would = if self.dry_run { "would " } else { "" };
-        let Some(mut m) = self.load_manifest()? else {
+        let Some(m) = self.load_manifest()? else {
             report.actions.push(format!(
                 "nothing to remove: no manifest at {}",
                 self.layout.manifest_path().display()
@@ -337,7 +388,7 @@ impl Installer {
 
         self.remove_stale_temps(&mut report)?;
         if let Some(r) = m.routes.clone().filter(|_| !skip_routes) {
-            self.remove_routes(&r, &mut m, &mut report)?;
+            self.remove_routes(&r, &mut report)?;
         }
 
         for e in m.files.iter().rev() {
@@ -417,31 +468,10 @@ impl Installer {
         Ok(())
     }
 
-    /// `rroutes sync` on the conflist with no hostRoutes: rroutes removes the routes it
-    /// installed. The conflist at its own path while it is still ours (rroutes may key what it
-    /// installed by file), else a minimal one in the state dir.
-    fn remove_routes(&self, r: &RoutesEntry, m: &mut Manifest, report: &mut Report) -> Result<()> {
-        let entry = m.files.iter_mut().find(|e| e.path == r.conflist);
-        let current = match fs::read_to_string(&r.conflist) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", r.conflist.display())),
-        };
-        let ours = match (&entry, &current) {
-            (Some(e), Some(text)) => e.sha256.contains(&sha256(text.as_bytes())),
-            _ => false,
-        };
-        let (path, text) = match (ours, &current) {
-            (true, Some(text)) => (r.conflist.clone(), conflist::without_host_routes(text)?),
-            _ => (
-                self.layout.state_dir.join("routes-cleanup.conflist"),
-                conflist::render_json(&serde_json::json!({
-                    "cniVersion": "1.0.0",
-                    "name": NETWORK_NAME,
-                    "plugins": [{ "type": "rroutes", "hostRoutes": [] }],
-                })),
-            ),
-        };
+    /// `rroutes sync` on a conflist with no hostRoutes, in the state dir: rroutes removes every
+    /// route of its protocol, which is how both `rroutes sync` and the node agent mark theirs.
+    fn remove_routes(&self, r: &RoutesEntry, report: &mut Report) -> Result<()> {
+        let path = self.layout.state_dir.join("routes-cleanup.conflist");
         report.actions.push(format!(
             "{}run {} sync --conflist {} with no hostRoutes",
             if self.dry_run { "would " } else { "" },
@@ -451,20 +481,16 @@ impl Installer {
         if self.dry_run {
             return Ok(());
         }
-        if ours {
-            if let Some(e) = entry {
-                e.sha256.push(sha256(text.as_bytes()));
-            }
-            self.save_manifest(m)?;
-        }
+        let text = conflist::render_json(&serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "plugins": [{ "type": "rroutes", "hostRoutes": [] }],
+        }));
         write_atomic(&path, text.as_bytes(), 0o644, None)?;
         routes::sync(&r.rroutes, &path).context(
             "removing the routes failed, nothing else was removed (`down --skip-routes` removes the files anyway)",
         )?;
-        if !ours {
-            remove_file_synced(&path)?;
-        }
-        Ok(())
+        remove_file_synced(&path)
     }
 
     /// Creates `dir` and missing parents, recording each one created.

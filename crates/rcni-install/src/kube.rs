@@ -1,21 +1,25 @@
-//! Reading nodes from the Kubernetes API with the pod's service account, as client-go's in-cluster
-//! config does: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, bearer token and CA
-//! from the mounted service-account secret.
+//! The Kubernetes API with the pod's service account, as client-go's in-cluster config does:
+//! `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, bearer token and CA from the
+//! mounted service-account secret, each overridable (tests, or an agent run outside a pod).
+//! The client is kube-rs's; the token file is re-read as kubelet rotates it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use kube::api::{Api, ListParams};
+use kube::config::{
+    AuthInfo, Cluster, Context as KubeContext, KubeConfigOptions, Kubeconfig, NamedAuthInfo,
+    NamedCluster, NamedContext,
+};
 
-use crate::nodes::{parse_node_list, Node};
+use crate::nodes::Node;
 
 pub const SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 pub const SA_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
-/// Nodes per page: bounds one response (a Node with its image list is several KB).
-const PAGE: u32 = 500;
-/// Cap on one page's body, far above 500 nodes' worth.
-const MAX_BODY: u64 = 256 << 20;
+/// Nodes per page of a list: bounds one response (a Node with its image list is several KB).
+pub const PAGE: u32 = 500;
 
 #[derive(Debug, Clone)]
 pub struct KubeConfig {
@@ -26,8 +30,7 @@ pub struct KubeConfig {
 }
 
 impl KubeConfig {
-    /// `api_server` overrides the address from the service environment (tests, or a node agent
-    /// run outside a pod).
+    /// `api_server` overrides the address from the service environment.
     pub fn in_cluster(api_server: Option<&str>, token_file: &Path, ca_file: &Path) -> Result<Self> {
         let base = match api_server {
             Some(url) => url.trim_end_matches('/').to_string(),
@@ -55,85 +58,91 @@ impl KubeConfig {
         })
     }
 
-    /// Every node, following pagination. Token and CA are read on each call: kubelet rotates the
-    /// projected token, and the CA bundle can change with a CA rotation.
-    pub fn list_nodes(&self) -> Result<Vec<Node>> {
-        let agent = self.agent()?;
-        let token = std::fs::read_to_string(&self.token_file).with_context(|| {
+    /// A kube-rs client. Token and CA are checked here, so a missing mount is reported at start
+    /// rather than as a failing request.
+    pub async fn client(&self) -> Result<kube::Client> {
+        std::fs::metadata(&self.token_file).with_context(|| {
             format!(
-                "reading the service-account token {}",
+                "reading the service-account token {} (is it mounted?)",
                 self.token_file.display()
             )
         })?;
-        let auth = format!("Bearer {}", token.trim());
-        let url = format!("{}/api/v1/nodes", self.base);
+        let https = self.base.starts_with("https://");
+        if https {
+            let pem = std::fs::read_to_string(&self.ca_file)
+                .with_context(|| format!("reading the API server CA {}", self.ca_file.display()))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                bail!("{}: no certificate in it", self.ca_file.display());
+            }
+        }
+        let cluster = Cluster {
+            server: Some(self.base.clone()),
+            certificate_authority: https.then(|| self.ca_file.display().to_string()),
+            ..Cluster::default()
+        };
+        let user = AuthInfo {
+            token_file: Some(self.token_file.display().to_string()),
+            ..AuthInfo::default()
+        };
+        let kc = Kubeconfig {
+            clusters: vec![NamedCluster {
+                name: "in-cluster".into(),
+                cluster: Some(cluster),
+                other: Default::default(),
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: "rcni".into(),
+                auth_info: Some(user),
+                other: Default::default(),
+            }],
+            contexts: vec![NamedContext {
+                name: "rcni".into(),
+                context: Some(KubeContext {
+                    cluster: "in-cluster".into(),
+                    user: Some("rcni".into()),
+                    ..KubeContext::default()
+                }),
+                other: Default::default(),
+            }],
+            current_context: Some("rcni".into()),
+            ..Kubeconfig::default()
+        };
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .context("API client configuration")?;
+        config.connect_timeout = Some(Duration::from_secs(10));
+        // The API server is reached over the service network; a proxy from the environment is
+        // not meant for it.
+        config.proxy_url = None;
+        kube::Client::try_from(config).context("API client")
+    }
+
+    /// Every node, page by page: `up --kube` and `render --kube`, which look once.
+    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
+        let api: Api<Node> = Api::all(self.client().await?);
         let mut nodes = Vec::new();
-        let mut cont: Option<String> = None;
+        let mut params = ListParams::default().limit(PAGE);
         loop {
-            let mut req = agent
-                .get(&url)
-                .header("Authorization", &auth)
-                .header("Accept", "application/json")
-                .query("limit", PAGE.to_string());
-            if let Some(c) = &cont {
-                req = req.query("continue", c);
-            }
-            let mut resp = req.call().with_context(|| format!("GET {url}"))?;
-            let status = resp.status();
-            let body = resp
-                .body_mut()
-                .with_config()
-                .limit(MAX_BODY)
-                .read_to_vec()
-                .with_context(|| format!("GET {url}: reading the response"))?;
-            if !status.is_success() {
-                let msg = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
-                let hint = match status.as_u16() {
-                    401 => " (token rejected: is the service-account token mounted?)",
-                    403 => " (the ClusterRole must allow list on nodes: see deploy/rcni.yaml)",
-                    _ => "",
-                };
-                bail!("GET {url}: {status}: {msg}{hint}");
-            }
-            let page = parse_node_list(&body).with_context(|| format!("GET {url}"))?;
+            let page = api.list(&params).await.map_err(explain)?;
             nodes.extend(page.items);
-            match page.metadata.continue_token.filter(|c| !c.is_empty()) {
-                Some(c) => cont = Some(c),
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => params = params.continue_token(&c),
                 None => return Ok(nodes),
             }
         }
     }
+}
 
-    fn agent(&self) -> Result<ureq::Agent> {
-        let mut cfg = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            // The API server is reached over the service network; a proxy from the environment
-            // is not meant for it.
-            .proxy(None);
-        if self.base.starts_with("https://") {
-            let pem = std::fs::read(&self.ca_file)
-                .with_context(|| format!("reading the API server CA {}", self.ca_file.display()))?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                if let ureq::tls::PemItem::Certificate(c) =
-                    item.with_context(|| format!("{}: bad PEM", self.ca_file.display()))?
-                {
-                    certs.push(c);
-                }
-            }
-            if certs.is_empty() {
-                bail!("{}: no certificate in it", self.ca_file.display());
-            }
-            cfg = cfg.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build(),
-            );
+/// The API's error with what to check for the usual ones.
+pub fn explain(e: kube::Error) -> anyhow::Error {
+    let hint = match &e {
+        kube::Error::Api(s) if s.code == 401 => {
+            " (token rejected: is the service-account token mounted?)"
         }
-        Ok(cfg.build().into())
-    }
+        kube::Error::Api(s) if s.code == 403 => {
+            " (the ClusterRole must allow list and watch on nodes: see deploy/rcni.yaml)"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{e}{hint}")
 }

@@ -5,15 +5,15 @@
 //! - [`conflist`]: the node's conflist from its inputs (podCIDR, MTU, other nodes' routes).
 //! - [`install`] over `files`: binaries and conflist written whole, backups, removal of exactly
 //!   what was installed.
-//! - [`kube`], [`nodes`]: Node objects from the API server, and what they give this node.
-//! - [`routes`]: routes to other nodes through `rroutes sync`; the installer itself never
-//!   touches the kernel.
-//! - [`signal`]: ending the daemon cleanly as PID 1.
+//! - [`kube`], [`nodes`]: the API client (kube-rs) and Node objects, and what they give a node.
+//! - [`agent`]: the DaemonSet's node agent: watch, install, routes, metrics and health.
+//! - [`routes`]: routes to other nodes: `rroutes sync` for static ones, netlink for the agent's;
+//!   the MTU of the default route's interface.
 
+pub mod agent;
 pub mod conflist;
 mod files;
 pub mod install;
 pub mod kube;
 pub mod nodes;
 pub mod routes;
-pub mod signal;

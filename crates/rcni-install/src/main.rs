@@ -5,10 +5,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use rcni_install::agent;
 use rcni_install::conflist::{parse_cidr, HostRoute, Inputs, CONFLIST_FILE};
-use rcni_install::install::{Installer, Layout, Plan, Report};
+use rcni_install::install::{upstream_wanted, Installer, Layout, Plan, Report};
 use rcni_install::kube::{KubeConfig, SA_CA, SA_TOKEN};
-use rcni_install::{nodes, signal};
+use rcni_install::{nodes, routes};
 
 /// Installs the rcni CNI plugins and this node's conflist, keeps the routes to the other nodes in
 /// step, and removes exactly what it installed.
@@ -26,6 +27,10 @@ enum Cmd {
         /// Directory holding the plugin binaries to install [default: this program's directory].
         #[arg(long, env = "RCNI_SRC_DIR")]
         src_dir: Option<PathBuf>,
+        /// Directory holding the upstream plugins the conflist chains (portmap), installed where
+        /// the bin dir has none [default: --src-dir].
+        #[arg(long, env = "RCNI_UPSTREAM_DIR")]
+        upstream_dir: Option<PathBuf>,
         /// Do not run `rroutes sync`.
         #[arg(long)]
         no_routes: bool,
@@ -61,21 +66,30 @@ enum Cmd {
         #[command(flatten)]
         kube: KubeArgs,
     },
-    /// In a cluster (the DaemonSet): install from the Kubernetes API, then list the nodes every
-    /// interval and keep the conflist and the routes in step as nodes join and leave.
+    /// In a cluster (the DaemonSet): watch the Node API, keep this node's conflist and the
+    /// plugins installed and the routes to the other nodes in step as nodes join, change and
+    /// leave; serve /metrics, /healthz and /readyz.
     Daemon {
         /// Directory holding the plugin binaries to install [default: this program's directory].
         #[arg(long, env = "RCNI_SRC_DIR")]
         src_dir: Option<PathBuf>,
-        /// Do not run `rroutes sync`.
+        /// Directory holding the upstream plugins the conflist chains (portmap), installed where
+        /// the bin dir has none [default: --src-dir].
+        #[arg(long, env = "RCNI_UPSTREAM_DIR")]
+        upstream_dir: Option<PathBuf>,
+        /// Do not program routes to other nodes.
         #[arg(long)]
         no_routes: bool,
-        /// Time between two lists of the nodes (e.g. 30s, 500ms, 2m).
-        #[arg(long, env = "RCNI_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-        interval: Duration,
-        /// Stop after this many rounds (tests); forever by default.
-        #[arg(long)]
-        rounds: Option<u64>,
+        /// How often the routes and installed files are checked against what the agent knows,
+        /// repairing what someone removed (no API call; e.g. 5m, 30s).
+        #[arg(long, env = "RCNI_RESYNC", default_value = "5m", value_parser = parse_duration)]
+        resync: Duration,
+        /// Address of /metrics, /healthz and /readyz; "off" for none.
+        #[arg(long, env = "RCNI_METRICS_ADDR", default_value = agent::DEFAULT_ADDR)]
+        metrics_addr: String,
+        /// Log format: text or json.
+        #[arg(long, env = "RCNI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
         /// Run `down` instead, then idle: how the DaemonSet cleans every node before deletion.
         #[arg(long, env = "RCNI_UNINSTALL", action = clap::ArgAction::SetTrue,
               value_parser = clap::builder::BoolishValueParser::new())]
@@ -117,7 +131,7 @@ struct InputArgs {
         value_delimiter = ','
     )]
     cluster_cidrs: Vec<String>,
-    /// MTU of the bridge and pod interfaces [default: rbridge's].
+    /// MTU of the bridge and pod interfaces [default: that of the default route's interface].
     #[arg(long, env = "RCNI_MTU")]
     mtu: Option<u32>,
 }
@@ -200,6 +214,10 @@ fn resolve(
     kube: &KubeArgs,
 ) -> Result<(Inputs, Vec<String>)> {
     let cluster = inputs.cluster_cidrs()?;
+    let mtu = match inputs.mtu {
+        Some(m) => Some(m),
+        None => block_on(routes::default_route_mtu())?.map(|(_, mtu)| mtu),
+    };
     if source.kube || source.nodes_file.is_some() {
         let nodes = match &source.nodes_file {
             Some(file) => {
@@ -209,9 +227,9 @@ fn resolve(
                     .with_context(|| file.display().to_string())?
                     .items
             }
-            None => kube.config()?.list_nodes()?,
+            None => block_on(kube.config()?.list_nodes())?,
         };
-        return nodes::inputs_for(kube.node_name()?, &nodes, &cluster, inputs.mtu);
+        return nodes::inputs_for(kube.node_name()?, &nodes, &cluster, mtu);
     }
     let inputs = Inputs {
         pod_cidrs: source
@@ -225,10 +243,19 @@ fn resolve(
             .iter()
             .map(|s| s.parse::<HostRoute>())
             .collect::<Result<_>>()?,
-        mtu: inputs.mtu,
+        mtu,
     };
     inputs.validate()?;
     Ok((inputs, Vec::new()))
+}
+
+/// One API call or netlink read, for the one-shot subcommands.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
 }
 
 fn src_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
@@ -264,15 +291,27 @@ fn run(cli: Cli) -> Result<()> {
             source,
             kube,
             src_dir: src,
+            upstream_dir,
             no_routes,
             dry_run,
         } => {
             let layout = layout.layout()?;
-            let (inputs, warnings) = resolve(&inputs, &source, &kube)?;
-            print_warnings(&warnings);
+            let (inputs, mut warnings) = resolve(&inputs, &source, &kube)?;
             let text = inputs.render();
-            let plan = Plan::new(&layout, &src_dir(&src)?, &text, !no_routes)?;
-            let report = Installer::new(layout.clone(), dry_run).up(&plan)?;
+            let src = src_dir(&src)?;
+            let installer = Installer::new(layout.clone(), dry_run);
+            let upstream = upstream_wanted(
+                &layout,
+                upstream_dir.as_deref().unwrap_or(&src),
+                installer.load_manifest()?.as_ref(),
+                &mut warnings,
+            );
+            print_warnings(&warnings);
+            let mut plan = Plan::new(&layout, &src, &upstream, &text, !no_routes)?;
+            if no_routes {
+                plan.routes = None;
+            }
+            let report = installer.up(&plan)?;
             print_report(&report);
             if dry_run {
                 println!(
@@ -309,114 +348,58 @@ fn run(cli: Cli) -> Result<()> {
             inputs,
             kube,
             src_dir: src,
+            upstream_dir,
             no_routes,
-            interval,
-            rounds,
+            resync,
+            metrics_addr,
+            log_format,
             uninstall,
         } => {
-            signal::install_handlers();
-            let mut daemon = Daemon {
+            init_logging(&log_format);
+            let src = src_dir(&src)?;
+            let cluster_cidrs = inputs.cluster_cidrs()?;
+            if cluster_cidrs.is_empty() && !uninstall {
+                bail!("no cluster CIDR (--cluster-cidr or RCNI_CLUSTER_CIDRS): it is not in the Node API, and without it rmasq would masquerade pod-to-pod traffic");
+            }
+            let metrics_addr = match metrics_addr.as_str() {
+                "off" | "" => None,
+                a => Some(a.parse().with_context(|| {
+                    format!(
+                        "--metrics-addr {a:?}: expected IP:PORT (e.g. {}) or off",
+                        agent::DEFAULT_ADDR
+                    )
+                })?),
+            };
+            agent::run(agent::Options {
                 installer: Installer::new(layout.layout()?, false),
-                src: src_dir(&src)?,
-                inputs,
-                kube,
-                no_routes,
-                last_warnings: Vec::new(),
-                uninstalled: false,
-            };
-            daemon.run(interval, rounds, uninstall)
+                upstream_dir: upstream_dir.unwrap_or_else(|| src.clone()),
+                src_dir: src,
+                cluster_cidrs,
+                mtu: inputs.mtu,
+                node_name: kube.node_name()?.to_string(),
+                kube: kube.config()?,
+                metrics_addr,
+                resync,
+                routes: !no_routes,
+                uninstall,
+            })
         }
     }
 }
 
-/// The DaemonSet's loop: a round every `interval`, errors logged (once while they repeat) and
-/// retried on the next round.
-struct Daemon {
-    installer: Installer,
-    src: PathBuf,
-    inputs: InputArgs,
-    kube: KubeArgs,
-    no_routes: bool,
-    last_warnings: Vec<String>,
-    uninstalled: bool,
-}
-
-impl Daemon {
-    fn run(&mut self, interval: Duration, rounds: Option<u64>, uninstall: bool) -> Result<()> {
-        let mut round = 0u64;
-        let mut last_error = None;
-        loop {
-            round += 1;
-            let result = if uninstall {
-                self.uninstall()
-            } else {
-                self.install()
-            };
-            match result {
-                Ok(()) => {
-                    if last_error.take().is_some() {
-                        println!("rcni-install: recovered");
-                    }
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    if last_error.as_ref() != Some(&msg) {
-                        eprintln!("rcni-install: error (retrying every {interval:?}): {msg}");
-                    }
-                    last_error = Some(msg);
-                }
-            }
-            if rounds.is_some_and(|n| round >= n) || signal::sleep(interval) {
-                break;
-            }
-        }
-        match last_error {
-            Some(e) => bail!("last round failed: {e}"),
-            None => Ok(()),
-        }
-    }
-
-    /// `down` once, then idle.
-    fn uninstall(&mut self) -> Result<()> {
-        if !self.uninstalled {
-            print_report(&self.installer.down(false)?);
-            self.uninstalled = true;
-        }
-        Ok(())
-    }
-
-    /// One round: the node's inputs from the API, and whatever they change installed.
-    fn install(&mut self) -> Result<()> {
-        let source = SourceArgs {
-            pod_cidrs: Vec::new(),
-            host_routes: Vec::new(),
-            nodes_file: None,
-            kube: true,
-        };
-        let (inputs, warnings) = resolve(&self.inputs, &source, &self.kube)?;
-        // Only when they change: the same warning every round is noise.
-        if warnings != self.last_warnings {
-            print_warnings(&warnings);
-            self.last_warnings = warnings;
-        }
-        let plan = Plan::new(
-            &self.installer.layout,
-            &self.src,
-            &inputs.render(),
-            !self.no_routes,
-        )?;
-        let report = self.installer.up(&plan)?;
-        print_report(&report);
-        if report.changed {
-            let pod_cidrs: Vec<String> = inputs.pod_cidrs.iter().map(|n| n.to_string()).collect();
-            println!(
-                "rcni-install: node {} up to date: podCIDRs {}, {} host routes",
-                self.kube.node_name()?,
-                pod_cidrs.join(","),
-                inputs.host_routes.len()
-            );
-        }
-        Ok(())
+/// Logs to stderr: text (default) or one JSON object per line; the level from RCNI_LOG
+/// (e.g. `debug`, default `info`).
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RCNI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
