@@ -12,6 +12,7 @@
 //! `prevResult` ([`json`]), a host-local store read from outside ([`reservations`]), directory
 //! snapshots ([`snapshot`]), traffic checks ([`ping`], [`source_seen`]), unique container IDs,
 //! [`eventually`] and a seeded [`Rng`]. Each crate's `tests/common` keeps only its own world.
+//! For the node agent, a fake Kubernetes API server serving Nodes to kube-rs ([`FakeApi`]).
 //!
 //! Tests need root and netns support. They never touch the root network namespace: every link,
 //! address, route and sysctl lives in a [`Netns`] that is deleted on drop, even when the test
@@ -20,6 +21,7 @@
 mod chain;
 mod fs;
 pub mod json;
+mod kubeapi;
 mod netns;
 mod plugin;
 mod rng;
@@ -34,6 +36,7 @@ pub use fs::{
     bin_dir, cni_path_with_upstream, plugin_bin, require_root, temp_dir, temp_dir_in, upstream_bin,
     upstream_dir, TempDir,
 };
+pub use kubeapi::{ApiRequest, FakeApi, FakeNode};
 pub use netns::{sweep_stale, Netns};
 pub use plugin::{container_id, run_plugin, Invocation, PluginRun};
 pub use rng::Rng;
