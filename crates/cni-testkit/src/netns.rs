@@ -111,6 +111,57 @@ impl Netns {
         Path::new(NETNS_DIR).join(&self.name)
     }
 
+    /// Runs `f` on a thread that has entered this namespace: a socket made there stays in it
+    /// (e.g. a client connection to a server listening only inside the namespace).
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(&self.file, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("cannot enter netns {}: {e}", self.name));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// `GET path` from inside this namespace over HTTP/1.1: the status and the body, or the
+    /// connection error (nothing listening yet, say).
+    pub fn http_get(
+        &self,
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> std::io::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut conn =
+            self.within(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        Ok((
+            status,
+            if chunked {
+                dechunk(body)
+            } else {
+                body.to_string()
+            },
+        ))
+    }
+
     /// A [`Command`] for `program` that runs inside this namespace.
     ///
     /// The child joins the namespace with `setns` between fork and exec, rather than through
@@ -425,4 +476,18 @@ fn is_ipv6_link_local(cidr: &str) -> bool {
     addr.parse::<Ipv6Addr>()
         .map(|a| a.segments()[0] & 0xffc0 == 0xfe80)
         .unwrap_or(false)
+}
+
+/// The body of a chunked HTTP answer, joined.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +15,10 @@ use serde_json::{json, Value};
 pub const CONFLIST_FILE: &str = "10-rcni.conflist";
 /// Network name, as in the shipped conflist.
 pub const NETWORK_NAME: &str = "rcni";
+/// The spec versions the conflist offers, as conflists/10-rcni.conflist.
+const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// rhost-local's (and upstream host-local's) store, written out so the file says where it is.
+const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
 /// A route in the node's own netns towards another node's pods (`hostRoutes` of rroutes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +78,13 @@ pub struct Inputs {
     pub host_routes: Vec<HostRoute>,
     /// Bridge and veth MTU; the rbridge default when absent.
     pub mtu: Option<u32>,
+    /// Where the plugins keep their state: `DIR/networks` (rhost-local's store, shared with
+    /// upstream host-local) and `DIR/rmasq`. `None`: /var/lib/cni, the plugins' defaults.
+    pub plugin_state_dir: Option<PathBuf>,
+    /// The spec versions the node's portmap supports ([`plugin_versions`]); the conflist
+    /// offers only those (a runtime picks the highest of `cniVersions`, and portmap before
+    /// 1.5 refuses 1.1.0). `None`: unknown, all of ours.
+    pub portmap_versions: Option<Vec<String>>,
 }
 
 impl Inputs {
@@ -141,18 +153,21 @@ impl Inputs {
             .iter()
             .map(|n| json!([{ "subnet": n.to_string() }]))
             .collect();
+        let state = self.plugin_state_dir.as_deref();
+        let data_dir = state.map_or(DEFAULT_DATA_DIR.into(), |d| d.join("networks"));
         bridge["ipam"] = json!({
             "type": "rhost-local",
             "ranges": ranges,
-            "dataDir": "/var/lib/cni/networks",
+            "dataDir": data_dir,
         });
-        let mut plugins = vec![
-            bridge,
-            json!({
-                "type": "rmasq",
-                "nonMasqueradeCIDRs": self.cluster_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            }),
-        ];
+        let mut masq = json!({
+            "type": "rmasq",
+            "nonMasqueradeCIDRs": self.cluster_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        });
+        if let Some(dir) = state {
+            masq["stateDir"] = json!(dir.join("rmasq"));
+        }
+        let mut plugins = vec![bridge, masq];
         // Static routes to other nodes (a host set up from flags); the node agent programs its
         // routes itself as nodes come and go, and an entry with nothing to do would cost every
         // pod an exec.
@@ -171,9 +186,25 @@ impl Inputs {
             "capabilities": { "portMappings": true },
             "snat": true,
         }));
+        let mut versions: Vec<&str> = VERSIONS
+            .into_iter()
+            .filter(|v| {
+                self.portmap_versions
+                    .as_ref()
+                    .is_none_or(|p| p.iter().any(|s| s == v))
+            })
+            .collect();
+        if versions.is_empty() {
+            versions = VERSIONS.to_vec(); // a portmap too old for any: let the runtime say so
+        }
+        let version = if versions.contains(&"1.0.0") {
+            "1.0.0"
+        } else {
+            versions[versions.len() - 1]
+        };
         json!({
-            "cniVersion": "1.0.0",
-            "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+            "cniVersion": version,
+            "cniVersions": versions,
             "name": NETWORK_NAME,
             "plugins": plugins,
         })
@@ -197,4 +228,44 @@ fn join(nets: &[IpNet]) -> String {
         .map(|n| n.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The spec versions a plugin binary supports, asked as a runtime asks (`VERSION`); `None` if
+/// it is not there or does not answer.
+pub fn plugin_versions(bin: &Path) -> Option<Vec<String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // Dropped at the end of the statement: the plugin sees EOF.
+    child
+        .stdin
+        .take()?
+        .write_all(br#"{"cniVersion":"1.0.0"}"#)
+        .ok()?;
+    let out = child.wait_with_output().ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let list = v.get("supportedVersions")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect(),
+    )
+}
+
+/// [`plugin_versions`] of the portmap the node will run: the one about to be installed (in
+/// `upstream`), else the bin dir's.
+pub fn portmap_versions(bin_dir: &Path, upstream: &[PathBuf]) -> Option<Vec<String>> {
+    let bin = upstream
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "portmap"))
+        .cloned()
+        .unwrap_or_else(|| bin_dir.join("portmap"));
+    plugin_versions(&bin)
 }

@@ -1,12 +1,14 @@
 //! The Kubernetes API with the pod's service account, as client-go's in-cluster config does:
 //! `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, bearer token and CA from the
 //! mounted service-account secret, each overridable (tests, or an agent run outside a pod).
-//! The client is kube-rs's; the token file is re-read as kubelet rotates it.
+//! The client is kube-rs's; the token file is re-read as kubelet rotates it ([`BearerFile`]).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use hyper::header::HeaderValue;
 use kube::api::{Api, ListParams};
 use kube::config::{
     AuthInfo, Cluster, Context as KubeContext, KubeConfigOptions, Kubeconfig, NamedAuthInfo,
@@ -61,12 +63,7 @@ impl KubeConfig {
     /// A kube-rs client. Token and CA are checked here, so a missing mount is reported at start
     /// rather than as a failing request.
     pub async fn client(&self) -> Result<kube::Client> {
-        std::fs::metadata(&self.token_file).with_context(|| {
-            format!(
-                "reading the service-account token {} (is it mounted?)",
-                self.token_file.display()
-            )
-        })?;
+        let token = BearerFile::new(&self.token_file)?;
         let https = self.base.starts_with("https://");
         if https {
             let pem = std::fs::read_to_string(&self.ca_file)
@@ -80,10 +77,8 @@ impl KubeConfig {
             certificate_authority: https.then(|| self.ca_file.display().to_string()),
             ..Cluster::default()
         };
-        let user = AuthInfo {
-            token_file: Some(self.token_file.display().to_string()),
-            ..AuthInfo::default()
-        };
+        // No credentials in the config: the token is added by [`BearerFile`].
+        let user = AuthInfo::default();
         let kc = Kubeconfig {
             clusters: vec![NamedCluster {
                 name: "in-cluster".into(),
@@ -114,7 +109,12 @@ impl KubeConfig {
         // The API server is reached over the service network; a proxy from the environment is
         // not meant for it.
         config.proxy_url = None;
-        kube::Client::try_from(config).context("API client")
+        let builder = kube::client::ClientBuilder::try_from(config).context("API client")?;
+        Ok(builder
+            .with_layer(&tower::util::MapRequestLayer::new(move |req| {
+                token.add(req)
+            }))
+            .build())
     }
 
     /// Every node, page by page: `up --kube` and `render --kube`, which look once.
@@ -133,16 +133,96 @@ impl KubeConfig {
     }
 }
 
+/// The bearer token from a file, re-read every minute as kubelet rotates it, and trimmed as
+/// client-go trims it (kube-rs's own token file keeps a trailing newline, which no header may
+/// carry).
+#[derive(Clone)]
+struct BearerFile {
+    path: PathBuf,
+    cached: Arc<Mutex<(HeaderValue, Instant)>>,
+}
+
+impl BearerFile {
+    const RELOAD: Duration = Duration::from_secs(60);
+
+    fn new(path: &Path) -> Result<BearerFile> {
+        let header = Self::read(path)?;
+        Ok(BearerFile {
+            path: path.to_path_buf(),
+            cached: Arc::new(Mutex::new((header, Instant::now()))),
+        })
+    }
+
+    fn read(path: &Path) -> Result<HeaderValue> {
+        let token = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading the service-account token {} (is it mounted?)",
+                path.display()
+            )
+        })?;
+        let mut value = HeaderValue::try_from(format!("Bearer {}", token.trim()))
+            .with_context(|| format!("{}: not a token", path.display()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    fn add<B>(&self, mut req: hyper::Request<B>) -> hyper::Request<B> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.1.elapsed() > Self::RELOAD {
+            // A failed re-read keeps the last token (client-go does the same).
+            if let Ok(v) = Self::read(&self.path) {
+                cached.0 = v;
+            }
+            cached.1 = Instant::now();
+        }
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, cached.0.clone());
+        req
+    }
+}
+
 /// The API's error with what to check for the usual ones.
 pub fn explain(e: kube::Error) -> anyhow::Error {
-    let hint = match &e {
-        kube::Error::Api(s) if s.code == 401 => {
-            " (token rejected: is the service-account token mounted?)"
-        }
-        kube::Error::Api(s) if s.code == 403 => {
-            " (the ClusterRole must allow list and watch on nodes: see deploy/rcni.yaml)"
-        }
-        _ => "",
+    let code = match &e {
+        kube::Error::Api(s) => s.code,
+        _ => 0,
     };
-    anyhow::anyhow!("{e}{hint}")
+    anyhow::anyhow!("{}{}", with_causes(&e), hint(code))
+}
+
+/// [`explain`] for the node watch's errors, as one line for the log.
+pub fn explain_watch(e: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error as W;
+    let code = match e {
+        W::InitialListFailed(kube::Error::Api(s))
+        | W::WatchStartFailed(kube::Error::Api(s))
+        | W::WatchFailed(kube::Error::Api(s)) => s.code,
+        W::WatchError(s) => s.code,
+        _ => 0,
+    };
+    format!("{}{}", with_causes(e), hint(code))
+}
+
+fn hint(code: u16) -> &'static str {
+    match code {
+        401 => " (token rejected: is the service-account token mounted, and of this cluster?)",
+        403 => " (the ClusterRole must allow list and watch on nodes: see deploy/rcni.yaml)",
+        410 => " (410 Gone: that version is compacted; the nodes are listed again)",
+        _ => "",
+    }
+}
+
+/// An error and its causes: for a connection error the cause is deep in the chain (a refused
+/// connection, an unknown certificate issuer).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use rcni_install::agent;
-use rcni_install::conflist::{parse_cidr, HostRoute, Inputs, CONFLIST_FILE};
+use rcni_install::conflist::{parse_cidr, portmap_versions, HostRoute, Inputs, CONFLIST_FILE};
 use rcni_install::install::{upstream_wanted, Installer, Layout, Plan, Report};
 use rcni_install::kube::{KubeConfig, SA_CA, SA_TOKEN};
 use rcni_install::{nodes, routes};
@@ -134,6 +134,10 @@ struct InputArgs {
     /// MTU of the bridge and pod interfaces [default: that of the default route's interface].
     #[arg(long, env = "RCNI_MTU")]
     mtu: Option<u32>,
+    /// Where the plugins keep their state: DIR/networks (the IPAM store, shared with upstream
+    /// host-local) and DIR/rmasq [default: /var/lib/cni].
+    #[arg(long, env = "RCNI_PLUGIN_STATE_DIR")]
+    plugin_state_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -216,7 +220,12 @@ fn resolve(
     let cluster = inputs.cluster_cidrs()?;
     let mtu = match inputs.mtu {
         Some(m) => Some(m),
-        None => block_on(routes::default_route_mtu())?.map(|(_, mtu)| mtu),
+        None => block_on(routes::default_route_mtu())?.map(|(ifname, mtu)| {
+            eprintln!(
+                "rcni-install: MTU {mtu}, from {ifname} (the default route's; --mtu overrides)"
+            );
+            mtu
+        }),
     };
     if source.kube || source.nodes_file.is_some() {
         let nodes = match &source.nodes_file {
@@ -229,7 +238,10 @@ fn resolve(
             }
             None => block_on(kube.config()?.list_nodes())?,
         };
-        return nodes::inputs_for(kube.node_name()?, &nodes, &cluster, mtu);
+        let (mut node_inputs, warnings) =
+            nodes::inputs_for(kube.node_name()?, &nodes, &cluster, mtu)?;
+        node_inputs.plugin_state_dir = inputs.plugin_state_dir.clone();
+        return Ok((node_inputs, warnings));
     }
     let inputs = Inputs {
         pod_cidrs: source
@@ -244,6 +256,8 @@ fn resolve(
             .map(|s| s.parse::<HostRoute>())
             .collect::<Result<_>>()?,
         mtu,
+        plugin_state_dir: inputs.plugin_state_dir.clone(),
+        portmap_versions: None,
     };
     inputs.validate()?;
     Ok((inputs, Vec::new()))
@@ -296,8 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
         } => {
             let layout = layout.layout()?;
-            let (inputs, mut warnings) = resolve(&inputs, &source, &kube)?;
-            let text = inputs.render();
+            let (mut inputs, mut warnings) = resolve(&inputs, &source, &kube)?;
             let src = src_dir(&src)?;
             let installer = Installer::new(layout.clone(), dry_run);
             let upstream = upstream_wanted(
@@ -306,6 +319,8 @@ fn run(cli: Cli) -> Result<()> {
                 installer.load_manifest()?.as_ref(),
                 &mut warnings,
             );
+            inputs.portmap_versions = portmap_versions(&layout.bin_dir, &upstream);
+            let text = inputs.render();
             print_warnings(&warnings);
             let mut plan = Plan::new(&layout, &src, &upstream, &text, !no_routes)?;
             if no_routes {
@@ -376,6 +391,7 @@ fn run(cli: Cli) -> Result<()> {
                 src_dir: src,
                 cluster_cidrs,
                 mtu: inputs.mtu,
+                plugin_state_dir: inputs.plugin_state_dir,
                 node_name: kube.node_name()?.to_string(),
                 kube: kube.config()?,
                 metrics_addr,

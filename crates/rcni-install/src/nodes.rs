@@ -168,6 +168,8 @@ pub fn inputs_for(
         cluster_cidrs: cluster_cidrs.to_vec(),
         host_routes,
         mtu,
+        plugin_state_dir: None,
+        portmap_versions: None,
     };
     inputs.validate()?;
     Ok((inputs, warnings))

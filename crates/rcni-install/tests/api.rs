@@ -1,217 +1,73 @@
-//! The in-cluster path against a local API server (127.0.0.1 only) serving recorded answers:
-//! nodes joining and leaving between polls, pagination, auth and errors, shutdown on SIGTERM.
+//! The one-shot commands (`render --kube`, `up --kube`) against the fake API server: the
+//! cluster config (token, in-cluster environment, HTTPS with the service account's CA), a
+//! paged list, and what a refusal says.
 
 mod common;
 
 use std::fs;
-use std::time::{Duration, Instant};
 
-use cni_testkit::assert_same_tree;
+use cni_testkit::{assert_same_tree, require_root, FakeApi, Netns};
+use common::daemon::TOKEN;
+use common::tls::TlsFront;
 use common::*;
-
-const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.test-token";
 
 fn token_file(node: &Node) -> String {
     let p = node.aux.join("token");
-    // As kubelet mounts it: no trailing newline is promised, a stray one must not matter.
     fs::write(&p, format!("{TOKEN}\n")).unwrap();
     p.display().to_string()
 }
 
-fn daemon_args(node: &Node, server: &ApiServer, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--api-server".into(),
-        server.url(),
-        "--token-file".into(),
-        token_file(node),
-        // Never read for http://; pointing at nothing proves it.
-        "--ca-file".into(),
-        node.aux.join("no-ca.crt").display().to_string(),
-        "--cluster-cidr".into(),
-        "10.244.0.0/16".into(),
-    ];
-    if !extra.contains(&"--node-name") {
-        args.extend(["--node-name".into(), "worker-2".into()]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+/// The API server with a recorded cluster, on loopback (for the TLS front) or in `ns`.
+fn cluster(fixture: &str, ns: Option<&Netns>) -> FakeApi {
+    let api = match ns {
+        Some(ns) => FakeApi::start_in(ns, "127.0.0.1:0".parse().unwrap(), TOKEN),
+        None => FakeApi::start(TOKEN),
+    };
+    api.put_nodes(fake_nodes(fixture));
+    api
 }
 
-fn run_daemon(node: &Node, server: &ApiServer, extra: &[&str]) -> std::process::Output {
-    let args = daemon_args(node, server, extra);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    node.run("daemon", &refs)
+fn render_kube(node: &Node, api_url: &str, name: &str) -> std::process::Output {
+    installer_in(&node.ns)
+        .args(["render", "--kube", "--api-server", api_url])
+        .args(["--token-file", &token_file(node)])
+        .args(["--node-name", name, "--cluster-cidr", "10.244.0.0/16"])
+        .output()
+        .unwrap()
 }
 
 #[test]
-fn nodes_joining_and_leaving_between_polls() {
+fn render_from_the_api_lists_every_page() {
+    require_root();
     let node = Node::new();
-    let before = node.snapshot();
-    let server = ApiServer::start(
-        vec![
-            Reply::Nodes(fixture_text("nodes-single.json")),
-            Reply::Nodes(fixture_text("nodes-joined.json")),
-            Reply::Nodes(fixture_text("nodes-left.json")),
-        ],
-        TOKEN,
-        2,
-    );
-    let out = run_daemon(&node, &server, &["--rounds", "3", "--interval", "50ms"]);
+    let api = cluster("nodes-joined.json", Some(&node.ns));
+    // More nodes than one page of the client (500): the list must follow `continue`.
+    let many: Vec<_> = (0..700)
+        .map(|i| cni_testkit::FakeNode::new(&format!("zz-{i:03}"), &[], &[]).lean())
+        .collect();
+    api.put_nodes(many);
+    let out = render_kube(&node, &api.url(), "worker-2");
     assert_ok(&out);
-
-    // Each poll's view reached the file and rroutes, in order.
-    let syncs = node.syncs();
-    let expected = ["single", "joined", "left"]
-        .map(|f| fixture_text(&format!("expected/{f}-worker-2.conflist")));
-    assert_eq!(syncs.len(), 3, "{syncs:?}");
-    for (i, (path, content)) in syncs.iter().enumerate() {
-        assert_eq!(path, &node.conflist().display().to_string());
-        assert_eq!(content, &expected[i], "poll {}", i + 1);
-    }
-    assert_eq!(fs::read_to_string(node.conflist()).unwrap(), expected[2]);
-    for p in PLUGINS {
-        assert_eq!(
-            fs::read(node.bin.join(p)).unwrap(),
-            fs::read(node.src.join(p)).unwrap()
-        );
-    }
-    // worker-4 without a podCIDR is reported once, not once per poll.
     assert_eq!(
-        stderr(&out).matches("worker-4: no podCIDR yet").count(),
-        1,
-        "{}",
-        stderr(&out)
+        stdout(&out),
+        fixture_text("expected/joined-worker-2.conflist")
     );
-
-    // 3 nodes, then 5, then 4, in pages of 2: 2 + 3 + 2 requests, all authenticated.
-    let reqs = server.requests();
-    assert_eq!(reqs.len(), 7, "{reqs:?}");
-    for r in &reqs {
-        assert_eq!(
-            r.authorization.as_deref(),
-            Some(format!("Bearer {TOKEN}").as_str())
-        );
-        assert!(
-            r.target.starts_with("/api/v1/nodes?limit=500"),
-            "{}",
-            r.target
-        );
-    }
-    assert_eq!(
-        reqs.iter()
-            .filter(|r| r.target.contains("continue="))
-            .count(),
-        4
-    );
-
-    // The daemon's install is undone by down like any other.
-    assert_ok(&node.run("down", &[]));
-    assert_same_tree(&before, &node.snapshot());
-}
-
-#[test]
-fn unchanged_nodes_rewrite_nothing_but_routes_are_resynced() {
-    let node = Node::new();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-single.json"))],
-        TOKEN,
-        500,
-    );
-    let out = run_daemon(&node, &server, &["--rounds", "3", "--interval", "20ms"]);
-    assert_ok(&out);
-    let text = stdout(&out);
-    assert_eq!(
-        text.matches(&format!("install {}", node.conflist().display()))
-            .count(),
-        1,
-        "{text}"
-    );
-    assert_eq!(text.matches("up to date").count(), 1, "{text}");
-    assert_eq!(
-        node.syncs().len(),
-        3,
-        "a route deleted by hand comes back on the next poll"
-    );
-}
-
-#[test]
-fn api_errors_are_retried_on_the_next_poll() {
-    let node = Node::new();
-    let server = ApiServer::start(
-        vec![
-            Reply::Status(403, "nodes is forbidden: User \"system:serviceaccount:kube-system:rcni\" cannot list resource \"nodes\"".into()),
-            Reply::Nodes(fixture_text("nodes-single.json")),
-        ],
-        TOKEN,
-        500,
-    );
-    let out = run_daemon(&node, &server, &["--rounds", "2", "--interval", "20ms"]);
-    assert_ok(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("403") && err.contains("cannot list resource") && err.contains("ClusterRole"),
-        "{err}"
-    );
-    assert!(stdout(&out).contains("recovered"), "{}", stdout(&out));
-    assert_eq!(
-        fs::read_to_string(node.conflist()).unwrap(),
-        fixture_text("expected/single-worker-2.conflist")
-    );
-}
-
-#[test]
-fn rejected_token_installs_nothing_and_fails() {
-    let node = Node::new();
-    let before = node.snapshot();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-single.json"))],
-        "another-token",
-        500,
-    );
-    let out = run_daemon(&node, &server, &["--rounds", "1"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
-    assert_same_tree(&before, &node.snapshot());
-}
-
-#[test]
-fn own_node_without_pod_cidr_waits() {
-    let node = Node::new();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-joined.json"))],
-        TOKEN,
-        500,
-    );
-    let args = daemon_args(
-        &node,
-        &server,
-        &["--rounds", "1", "--node-name", "worker-4"],
-    );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = node.run("daemon", &refs);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("worker-4 has no podCIDR yet"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!node.conflist().exists());
+    let lists: Vec<_> = api.requests().into_iter().filter(|r| !r.watch).collect();
+    assert!(lists.len() >= 2, "one page only: {lists:?}");
+    assert!(lists.iter().all(|r| r.status == 200), "{lists:?}");
 }
 
 #[test]
 fn up_once_from_the_api() {
+    require_root();
     let node = Node::new();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-dual.json"))],
-        TOKEN,
-        500,
-    );
+    let api = cluster("nodes-dual.json", Some(&node.ns));
     let out = node.run(
         "up",
         &[
             "--kube",
             "--api-server",
-            &server.url(),
+            &api.url(),
             "--token-file",
             &token_file(&node),
             "--node-name",
@@ -229,32 +85,73 @@ fn up_once_from_the_api() {
     );
 }
 
+#[test]
+fn rejected_token_installs_nothing_and_says_why() {
+    require_root();
+    let node = Node::new();
+    let before = node.snapshot();
+    let api = FakeApi::start_in(&node.ns, "127.0.0.1:0".parse().unwrap(), "another-token");
+    api.put_nodes(fake_nodes("nodes-single.json"));
+    let out = node.run(
+        "up",
+        &[
+            "--kube",
+            "--api-server",
+            &api.url(),
+            "--token-file",
+            &token_file(&node),
+            "--node-name",
+            "worker-2",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("401") && err.contains("token"), "{err}");
+    assert_same_tree(&before, &node.snapshot());
+}
+
+#[test]
+fn own_node_without_pod_cidr_is_an_error_for_render() {
+    require_root();
+    let node = Node::new();
+    let api = cluster("nodes-joined.json", Some(&node.ns));
+    let out = render_kube(&node, &api.url(), "worker-4");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("worker-4 has no podCIDR yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// HTTPS as in a cluster: the server's certificate checked against the configured CA only.
 #[test]
 fn https_with_the_service_account_ca() {
+    require_root();
     let node = Node::new();
-    let server = ApiServer::start_tls(vec![Reply::Nodes(fixture_text("nodes-single.json"))], TOKEN);
+    // The TLS front listens on the test's loopback; the client runs there too.
+    let api = cluster("nodes-single.json", None);
+    let front = TlsFront::start(api.addr());
     let render = |ca: &str| {
         installer()
-            .args([
-                "render",
-                "--kube",
-                "--token-file",
-                &token_file(&node),
-                "--ca-file",
-            ])
+            .args(["render", "--kube", "--token-file", &token_file(&node)])
+            .arg("--ca-file")
             .arg(fixture(ca))
-            .args(["--api-server", &server.https_url()])
+            .args(["--api-server", &front.url()])
             .args(["--node-name", "worker-2", "--cluster-cidr", "10.244.0.0/16"])
+            .args(["--mtu", "1450"])
             .output()
             .unwrap()
     };
     let out = render("tls/ca.pem");
     assert_ok(&out);
-    assert_eq!(
-        stdout(&out),
-        fixture_text("expected/single-worker-2.conflist")
+    let want = fixture_text("expected/single-worker-2.conflist").replace(
+        "\"hairpinMode\": true,\n",
+        "\"hairpinMode\": true,\n      \"mtu\": 1450,\n",
     );
+    assert_eq!(stdout(&out), want);
     let out = render("tls/other-ca.pem");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
@@ -267,14 +164,15 @@ fn https_with_the_service_account_ca() {
         stderr(&out)
     );
     assert_eq!(
-        server.requests().len(),
+        front.handshakes(),
         1,
-        "only the trusted connection got as far as a request"
+        "only the trusted CA got through the handshake"
     );
 }
 
 #[test]
 fn https_needs_a_readable_ca() {
+    require_root();
     let node = Node::new();
     let out = node.run(
         "up",
@@ -302,24 +200,16 @@ fn https_needs_a_readable_ca() {
 
 #[test]
 fn in_cluster_environment_is_used_by_default() {
+    require_root();
     let node = Node::new();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-single.json"))],
-        TOKEN,
-        500,
-    );
+    let api = cluster("nodes-single.json", Some(&node.ns));
     // Without --api-server the address comes from the service environment, as https.
-    let out = installer()
-        .args([
-            "render",
-            "--kube",
-            "--token-file",
-            &token_file(&node),
-            "--ca-file",
-        ])
+    let out = installer_in(&node.ns)
+        .args(["render", "--kube", "--token-file", &token_file(&node)])
+        .arg("--ca-file")
         .arg(node.aux.join("missing-ca.crt"))
         .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-        .env("KUBERNETES_SERVICE_PORT", server.addr.port().to_string())
+        .env("KUBERNETES_SERVICE_PORT", api.addr().port().to_string())
         .env("NODE_NAME", "worker-2")
         .env("RCNI_CLUSTER_CIDRS", "10.244.0.0/16")
         .output()
@@ -331,9 +221,9 @@ fn in_cluster_environment_is_used_by_default() {
         stderr(&out)
     );
     // And the override reaches the same server over http.
-    let out = installer()
+    let out = installer_in(&node.ns)
         .args(["render", "--kube", "--token-file", &token_file(&node)])
-        .env("RCNI_API_SERVER", server.url())
+        .env("RCNI_API_SERVER", api.url())
         .env("NODE_NAME", "worker-2")
         .env("RCNI_CLUSTER_CIDRS", "10.244.0.0/16")
         .output()
@@ -342,79 +232,5 @@ fn in_cluster_environment_is_used_by_default() {
     assert_eq!(
         stdout(&out),
         fixture_text("expected/single-worker-2.conflist")
-    );
-}
-
-#[test]
-fn sigterm_stops_the_daemon_promptly() {
-    let node = Node::new();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-single.json"))],
-        TOKEN,
-        500,
-    );
-    let args = daemon_args(&node, &server, &["--interval", "10m"]);
-    let mut all = vec!["daemon".to_string()];
-    all.extend(node.layout_args());
-    all.extend(["--src-dir".to_string(), node.src.display().to_string()]);
-    all.extend(args);
-    let mut child = installer().args(&all).spawn().unwrap();
-    let start = Instant::now();
-    while node.syncs().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "first round never finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: plain kill(2) of our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let stopped = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(5),
-            "still running 5s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn uninstall_mode_removes_everything() {
-    let node = Node::new();
-    let before = node.snapshot();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-single.json"))],
-        TOKEN,
-        500,
-    );
-    assert_ok(&run_daemon(&node, &server, &["--rounds", "1"]));
-    assert!(node.conflist().exists());
-    let args = daemon_args(&node, &server, &["--rounds", "2", "--interval", "10ms"]);
-    let mut all = vec!["daemon".to_string()];
-    all.extend(node.layout_args());
-    all.extend(args);
-    let out = installer()
-        .args(&all)
-        .env("RCNI_UNINSTALL", "true")
-        .output()
-        .unwrap();
-    assert_ok(&out);
-    assert_same_tree(&before, &node.snapshot());
-    // It only removed once, then idled.
-    assert_eq!(
-        stdout(&out).matches("installed.json").count(),
-        1,
-        "{}",
-        stdout(&out)
-    );
-    assert_eq!(
-        server.requests().len(),
-        1,
-        "uninstall does not read the API"
     );
 }

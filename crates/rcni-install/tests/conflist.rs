@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{fixture, fixture_text, installer, stderr, stdout};
+use cni_testkit::{require_root, Netns};
+use common::{fixture, fixture_text, installer_in, stderr, stdout};
 use ipnet::IpNet;
 use rcni_install::conflist::{parse_cidr, HostRoute, Inputs};
 use rcni_install::nodes::{inputs_for, parse_node_list, Node};
@@ -117,7 +118,7 @@ fn every_node_gets_its_own_range_and_routes_to_all_others() {
         let (inputs, _) = inputs_for(name, &all, &cidrs(&["10.244.0.0/16"]), None).unwrap();
         let own = all
             .iter()
-            .find(|n| n.metadata.name == name)
+            .find(|n| n.name() == name)
             .unwrap()
             .pod_cidrs()
             .unwrap();
@@ -180,6 +181,8 @@ fn same_chain_as_the_shipped_conflist() {
         cluster_cidrs: cidrs(&["10.244.0.0/16", "fd00:10:244::/48"]),
         host_routes: vec![],
         mtu: None,
+        plugin_state_dir: None,
+        portmap_versions: None,
     };
     inputs.validate().unwrap();
     let shipped: serde_json::Value = serde_json::from_str(
@@ -222,6 +225,10 @@ fn flags_validation() {
 /// The binary's `render` from a recorded list and from flags gives the same as the library.
 #[test]
 fn render_command() {
+    require_root();
+    // A namespace with no default route: no MTU is detected, whatever the machine's.
+    let ns = Netns::new("render");
+    let installer = || installer_in(&ns);
     let out = installer()
         .args(["render", "--nodes-file"])
         .arg(fixture("nodes-joined.json"))
@@ -291,4 +298,18 @@ fn render_command() {
         !out.status.success(),
         "--pod-cidr and --kube together must be refused"
     );
+}
+
+/// --plugin-state-dir moves both plugins' state: the IPAM store and rmasq's.
+#[test]
+fn plugin_state_dir_moves_the_store_and_masquerade_state() {
+    let inputs = Inputs {
+        pod_cidrs: cidrs(&["10.244.2.0/24"]),
+        cluster_cidrs: cidrs(&["10.244.0.0/16"]),
+        plugin_state_dir: Some("/run/cni".into()),
+        ..Default::default()
+    };
+    let v = inputs.to_json();
+    assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/run/cni/networks");
+    assert_eq!(v["plugins"][1]["stateDir"], "/run/cni/rmasq");
 }

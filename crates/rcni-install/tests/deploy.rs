@@ -212,41 +212,83 @@ fn daemonset_command_and_env_work_as_written() {
         .collect();
     assert_eq!(args, ["daemon"]);
 
+    // The container as the kubelet would start it, in a node namespace with the fake API
+    // server: only the paths and the API address are the test's.
     let node = Node::new();
+    let _lan = daemon::lan(&node);
+    let api = daemon::api(&node);
+    api.put_nodes(fake_nodes("nodes-single.json"));
     let token = node.aux.join("token");
-    std::fs::write(&token, "t0ken").unwrap();
-    let server = ApiServer::start(
-        vec![Reply::Nodes(fixture_text("nodes-single.json"))],
-        "t0ken",
-        500,
-    );
-    let mut cmd = installer();
+    std::fs::write(&token, daemon::TOKEN).unwrap();
+    let mut cmd = installer_in(&node.ns);
     cmd.args(&args)
         .args(node.layout_args())
-        .args(["--src-dir", node.src.to_str().unwrap(), "--rounds", "1"])
+        .args(["--src-dir", node.src.to_str().unwrap()])
         .args([
             "--api-server",
-            &server.url(),
+            &api.url(),
             "--token-file",
             token.to_str().unwrap(),
-        ]);
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let help = stdout(&installer().args(["daemon", "--help"]).output().unwrap());
+    let mut vars: Vec<(String, String)> = Vec::new();
     for e in c["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap();
-        assert!(
-            help.contains(&format!("[env: {name}=")),
-            "the manifest sets {name}, which rcni-install daemon does not read"
-        );
-        match e["value"].as_str() {
-            Some(v) => cmd.env(name, v),
-            // The downward API's spec.nodeName: a node of the recorded list.
-            None => cmd.env(name, "worker-2"),
+        let value = match (
+            e["value"].as_str(),
+            &e["valueFrom"]["fieldRef"]["fieldPath"],
+        ) {
+            (Some(v), _) => expand(v, &vars),
+            // The downward API: this node's name in the recorded list, and its address.
+            (None, f) if f == "spec.nodeName" => "worker-2".to_string(),
+            (None, f) if f == "status.hostIP" => "192.168.56.12".to_string(),
+            (None, f) => panic!("{name}: a field the test does not know: {f}"),
         };
+        if name.starts_with("RCNI_") || name == "NODE_NAME" {
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "the manifest sets {name}, which rcni-install daemon does not read"
+            );
+        }
+        cmd.env(name, &value);
+        vars.push((name.to_string(), value));
     }
-    let out = cmd.output().unwrap();
-    assert_ok(&out);
+    let mut child = cmd.spawn().unwrap();
+    // The probes as the kubelet runs them: on the metrics port of the node's address.
+    let port = c["ports"][0]["containerPort"].as_u64().unwrap();
+    let addr: std::net::SocketAddr = format!("192.168.56.12:{port}").parse().unwrap();
+    let probe = |probe: &str| {
+        let path = c[probe]["httpGet"]["path"].as_str().unwrap();
+        node.ns
+            .http_get(addr, path)
+            .map(|(status, _)| status)
+            .unwrap_or(0)
+    };
+    let ready = daemon::wait_for(20, || probe("readinessProbe") == 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "the readiness probe never passed");
     assert_eq!(
-        std::fs::read_to_string(node.conflist()).unwrap(),
-        fixture_text("expected/single-worker-2.conflist")
+        probe("livenessProbe"),
+        0,
+        "stopped: nothing listens any more"
     );
+    let conflist: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(node.conflist()).unwrap()).unwrap();
+    assert_eq!(
+        conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+        "10.244.2.0/24"
+    );
+}
+
+/// `$(VAR)` references to earlier variables, as the kubelet expands them in env values.
+fn expand(value: &str, vars: &[(String, String)]) -> String {
+    let mut out = value.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    assert!(!out.contains("$("), "{value}: refers to an unset variable");
+    out
 }

@@ -43,13 +43,7 @@ fn others(ns: &Netns) -> Vec<Value> {
 
 /// `rcni-install ARGS` with the node's layout, inside `ns`.
 fn run_in(ns: &Netns, node: &Node, cmd: &str, nodes_file: Option<&Path>) -> std::process::Output {
-    let mut c = ns.command(env!("CARGO_BIN_EXE_rcni-install"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("RCNI_") || k == "NODE_NAME" {
-            c.env_remove(k);
-        }
-    }
+    let mut c = installer_in(ns);
     c.arg(cmd).args(node.layout_args());
     if let Some(file) = nodes_file {
         c.args([
@@ -120,4 +114,33 @@ fn routes_follow_the_node_list_and_down_removes_them() {
     ns.ip(&["route", "del", "10.244.9.0/24"]);
     assert_eq!(others(&ns), routes_before);
     assert_same_tree(&before, &node.snapshot());
+}
+
+/// Without --mtu the conflist takes the MTU of the default route's interface (an overlay's
+/// 1400 here), says so, and --mtu overrides it.
+#[test]
+fn mtu_from_the_default_route() {
+    require_root();
+    let ns = Netns::new("node");
+    let peer = Netns::new("peer");
+    ns.veth_to(&peer, "eth0", "p0", "192.168.56.12/24", "192.168.56.1/24");
+    ns.ip(&["link", "set", "eth0", "mtu", "1400"]);
+    ns.ip(&["route", "add", "default", "via", "192.168.56.1"]);
+    let render = |extra: &[&str]| {
+        let out = installer_in(&ns)
+            .args(["render", "--pod-cidr", "10.244.2.0/24"])
+            .args(["--cluster-cidr", "10.244.0.0/16"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let conflist: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (conflist["plugins"][0]["mtu"].clone(), stderr(&out))
+    };
+    let (mtu, err) = render(&[]);
+    assert_eq!(mtu, 1400, "{err}");
+    assert!(err.contains("MTU 1400, from eth0"), "{err}");
+    let (mtu, err) = render(&["--mtu", "1450"]);
+    assert_eq!(mtu, 1450);
+    assert!(!err.contains("MTU"), "{err}");
 }

@@ -4,13 +4,13 @@
 mod common;
 
 use std::os::unix::fs::symlink;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use cni_testkit::assert_same_tree;
 use common::*;
 
 fn script(node: &Node, args: &[&str]) -> Output {
-    let mut c = Command::new(repo_root().join("scripts/install"));
+    let mut c = node.ns.command(repo_root().join("scripts/install"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         if k.starts_with("RCNI_") || k == "NODE_NAME" {

@@ -26,7 +26,7 @@ use kube::Api;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::conflist::Inputs;
+use crate::conflist::{portmap_versions, Inputs};
 use crate::install::{upstream_wanted, Installer, Plan};
 use crate::kube::{KubeConfig, PAGE};
 use crate::nodes::Node;
@@ -42,6 +42,8 @@ pub struct Options {
     pub upstream_dir: PathBuf,
     pub cluster_cidrs: Vec<IpNet>,
     pub mtu: Option<u32>,
+    /// See [`Inputs::plugin_state_dir`].
+    pub plugin_state_dir: Option<PathBuf>,
     pub node_name: String,
     pub kube: KubeConfig,
     pub metrics_addr: Option<SocketAddr>,
@@ -122,7 +124,7 @@ impl Agent {
                     Some(Ok(ev)) => self.on_event(ev, &mut listed).await,
                     Some(Err(e)) => {
                         // The watcher retries by itself, with backoff; nothing is removed meanwhile.
-                        warn!(error = %e, "node watch failed; retrying");
+                        warn!(error = crate::kube::explain_watch(&e), "node watch failed; retrying");
                         self.shared.metrics.watch_restarts.inc();
                         self.shared.metrics.count(&self.shared.metrics.errors, "watch");
                     }
@@ -198,6 +200,7 @@ impl Agent {
         self.warn(&delta.warnings);
         if delta.own_changed {
             self.install();
+            self.update_ready();
         }
         for op in &delta.ops {
             self.route(op, Some(arrived)).await;
@@ -303,13 +306,14 @@ impl Agent {
                 return;
             }
         };
-        let inputs = Inputs {
+        let mut inputs = Inputs {
             pod_cidrs: pod_cidrs.clone(),
             cluster_cidrs: self.opts.cluster_cidrs.clone(),
-            host_routes: Vec::new(),
             mtu: self.opts.mtu,
+            plugin_state_dir: self.opts.plugin_state_dir.clone(),
+            ..Inputs::default()
         };
-        match self.write(&inputs) {
+        match self.write(&mut inputs) {
             Ok(()) => self.installed_for = Some(pod_cidrs),
             Err(e) => {
                 let m = &self.shared.metrics;
@@ -321,7 +325,7 @@ impl Agent {
         }
     }
 
-    fn write(&mut self, inputs: &Inputs) -> Result<()> {
+    fn write(&mut self, inputs: &mut Inputs) -> Result<()> {
         inputs.validate()?;
         let installer = &self.opts.installer;
         let mut warnings = Vec::new();
@@ -331,6 +335,7 @@ impl Agent {
             installer.load_manifest()?.as_ref(),
             &mut warnings,
         );
+        inputs.portmap_versions = portmap_versions(&installer.layout.bin_dir, &upstream);
         let plan = Plan::new(
             &installer.layout,
             &self.opts.src_dir,

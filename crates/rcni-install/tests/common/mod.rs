@@ -1,18 +1,17 @@
 //! Shared by the integration tests: fake plugins, directory snapshots, running the installer
-//! against temporary directories only, and a local stand-in for the Kubernetes API.
+//! against temporary directories and in a network namespace only; the node agent as a child
+//! process ([`daemon`]) and HTTPS in front of the fake API server ([`tls`]).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+pub mod daemon;
+pub mod tls;
+
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-use std::thread;
 
-use cni_testkit::{snapshot, temp_dir, Snapshot, TempDir};
+use cni_testkit::{snapshot, temp_dir, FakeNode, Snapshot, TempDir};
 
 pub const PLUGINS: [&str; 4] = ["rbridge", "rhost-local", "rmasq", "rroutes"];
 
@@ -45,6 +44,9 @@ pub struct Node {
     pub state: PathBuf,
     /// Each `rroutes sync` call of the fake rroutes, appended.
     pub sync_log: PathBuf,
+    /// Where commands run: a network namespace with no default route, so no MTU is detected
+    /// from the machine's.
+    pub ns: cni_testkit::Netns,
 }
 
 impl Node {
@@ -60,6 +62,7 @@ impl Node {
             state: root.join("var/lib/rcni"),
             sync_log: root.join("t/sync.log"),
             root,
+            ns: cni_testkit::Netns::new("inst"),
         };
         fs::create_dir_all(&n.src).unwrap();
         fs::create_dir_all(&n.bin).unwrap();
@@ -101,7 +104,7 @@ impl Node {
             all.push(self.src.display().to_string());
         }
         all.extend(args.iter().map(|s| s.to_string()));
-        installer().args(&all).output().unwrap()
+        installer_in(&self.ns).args(&all).output().unwrap()
     }
 
     /// The calls the fake rroutes got: (conflist path, its content then).
@@ -126,7 +129,16 @@ impl Node {
 
 /// The installer, with no RCNI_* or API variables inherited from whoever runs the tests.
 pub fn installer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rcni-install"));
+    clean_env(Command::new(env!("CARGO_BIN_EXE_rcni-install")))
+}
+
+/// [`installer`] inside `ns`: what it reads of the node's network (the default route's MTU)
+/// is the test's, not the machine's.
+pub fn installer_in(ns: &cni_testkit::Netns) -> Command {
+    clean_env(ns.command(env!("CARGO_BIN_EXE_rcni-install")))
+}
+
+fn clean_env(mut c: Command) -> Command {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         if k.starts_with("RCNI_") || k.starts_with("KUBERNETES_") || k == "NODE_NAME" {
@@ -172,209 +184,36 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A stand-in for the API server on 127.0.0.1: serves recorded NodeList responses, one per list
-/// (a request without `continue`), the last one again once they run out. Each list is served in
-/// pages of `page` items so that the client's pagination is exercised too.
-pub struct ApiServer {
-    pub addr: SocketAddr,
-    pub requests: Arc<Mutex<Vec<Request>>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub target: String,
-    pub authorization: Option<String>,
-}
-
-/// One answer to a list: a NodeList, or an error status with a Status body.
-#[derive(Clone)]
-pub enum Reply {
-    Nodes(String),
-    Status(u16, String),
-}
-
-impl ApiServer {
-    pub fn start(replies: Vec<Reply>, token: &str, page: usize) -> ApiServer {
-        Self::start_with(replies, token, page, None)
-    }
-
-    /// Over TLS with the certificate and key of tests/fixtures/tls (signed by its ca.pem).
-    pub fn start_tls(replies: Vec<Reply>, token: &str) -> ApiServer {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let cert = CertificateDer::from_pem_file(fixture("tls/server.pem")).unwrap();
-        let key = PrivateKeyDer::from_pem_file(fixture("tls/server.key")).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
+/// The nodes of a recorded NodeList fixture, to serve from the fake API server: name,
+/// podCIDRs and InternalIP addresses, without the kubelet's bulk.
+pub fn fake_nodes(name: &str) -> Vec<FakeNode> {
+    let list: serde_json::Value = serde_json::from_str(&fixture_text(name)).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
+    list["items"]
+        .as_array()
         .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-        Self::start_with(replies, token, 500, Some(Arc::new(config)))
-    }
-
-    fn start_with(
-        replies: Vec<Reply>,
-        token: &str,
-        page: usize,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> ApiServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        let token = token.to_string();
-        // Ends with the test process; it only ever answers this test's installer.
-        thread::spawn(move || {
-            let lists = Arc::new(Mutex::new(0usize));
-            let replies = Arc::new(replies);
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (replies, token, lists, log) =
-                    (replies.clone(), token.clone(), lists.clone(), log.clone());
-                let tls = tls.clone();
-                // A thread per connection: a client keeping one open must not block the next.
-                thread::spawn(move || match tls {
-                    None => serve(conn, &replies, &token, page, &lists, &log),
-                    Some(config) => {
-                        let session = rustls::ServerConnection::new(config).unwrap();
-                        let stream = rustls::StreamOwned::new(session, conn);
-                        serve(stream, &replies, &token, page, &lists, &log)
-                    }
-                });
+        .iter()
+        .map(|n| {
+            let ips: Vec<String> = n["status"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["type"] == "InternalIP")
+                .map(|a| a["address"].as_str().unwrap().to_string())
+                .collect();
+            let mut cidrs = strings(&n["spec"]["podCIDRs"]);
+            if cidrs.is_empty() {
+                cidrs = strings(&serde_json::json!([n["spec"]["podCIDR"]]));
             }
-        });
-        ApiServer { addr, requests }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn https_url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn serve<S: Read + Write>(
-    conn: S,
-    replies: &[Reply],
-    token: &str,
-    page: usize,
-    lists: &Mutex<usize>,
-    log: &Mutex<Vec<Request>>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut authorization = None;
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.to_ascii_lowercase().as_str() {
-                    "authorization" => authorization = Some(v.trim().to_string()),
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        log.lock().unwrap().push(Request {
-            target: target.clone(),
-            authorization: authorization.clone(),
-        });
-
-        let (status, body) = answer(
-            &target,
-            authorization.as_deref(),
-            replies,
-            token,
-            page,
-            lists,
-        );
-        let reason = match status {
-            200 => "OK",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Not Found",
-            _ => "Error",
-        };
-        let conn = reader.get_mut();
-        write!(
-            conn,
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )?;
-        conn.write_all(body.as_bytes())?;
-        conn.flush()?;
-    }
-}
-
-fn status_body(code: u16, msg: &str) -> String {
-    serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                       "message": msg, "code": code})
-    .to_string()
-}
-
-fn answer(
-    target: &str,
-    authorization: Option<&str>,
-    replies: &[Reply],
-    token: &str,
-    page: usize,
-    lists: &Mutex<usize>,
-) -> (u16, String) {
-    if authorization != Some(&format!("Bearer {token}")) {
-        return (401, status_body(401, "Unauthorized"));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path != "/api/v1/nodes" {
-        return (404, status_body(404, &format!("no route {path}")));
-    }
-    let params: BTreeMap<&str, &str> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    // Continue tokens are "<list>-<offset>", percent-encoding-free on purpose to stay simple.
-    let (list, offset) = match params.get("continue") {
-        Some(c) => {
-            let (l, o) = c.split_once('-').expect("continue token");
-            (l.parse::<usize>().unwrap(), o.parse::<usize>().unwrap())
-        }
-        None => {
-            let mut n = lists.lock().unwrap();
-            *n += 1;
-            (*n, 0)
-        }
-    };
-    let reply = &replies[(list - 1).min(replies.len() - 1)];
-    let text = match reply {
-        Reply::Status(code, msg) => return (*code, status_body(*code, msg)),
-        Reply::Nodes(text) => text,
-    };
-    let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
-    let items = v["items"].as_array().unwrap().clone();
-    let end = (offset + page).min(items.len());
-    v["items"] = serde_json::Value::Array(items[offset..end].to_vec());
-    if end < items.len() {
-        v["metadata"]["continue"] = format!("{list}-{end}").into();
-    }
-    (200, v.to_string())
+            let cidrs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
+            let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+            FakeNode::new(n["metadata"]["name"].as_str().unwrap(), &cidrs, &ips).lean()
+        })
+        .collect()
 }
