@@ -21,7 +21,8 @@ const LAN_V6: &str = "fd00:100::";
 /// Which plugins the nodes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chain {
-    /// conflists/10-rcni.conflist: rbridge + rhost-local + rmasq + rroutes.
+    /// conflists/10-rcni.conflist (rbridge + rhost-local, rmasq, upstream portmap) with
+    /// rroutes for the routes to the other nodes.
     Rcni,
     /// Upstream bridge + host-local, with the host routes and masquerade a node agent would
     /// add by hand: proves the harness itself.
@@ -208,15 +209,20 @@ impl Cluster {
                             plugin["nonMasqueradeCIDRs"] = json!([CLUSTER_V4, CLUSTER_V6]);
                             plugin["stateDir"] = json!(dir.join("rmasq"));
                         }
-                        "rroutes" => {
-                            plugin["hostRoutes"] = json!(others
-                                .iter()
-                                .map(|(dst, gw)| json!({"dst": dst, "gw": gw}))
-                                .collect::<Vec<_>>());
-                        }
                         _ => {}
                     }
                 }
+                // Static routes to the other nodes, as `rcni-install up --host-route` chains
+                // them: rroutes after rmasq, before portmap.
+                let routes: Vec<Value> = others
+                    .iter()
+                    .map(|(dst, gw)| json!({"dst": dst, "gw": gw}))
+                    .collect();
+                let plugins = list["plugins"].as_array_mut().unwrap();
+                let at = plugins.iter().position(|p| p["type"] == "rmasq").unwrap() + 1;
+                let rroutes = json!({"type": "rroutes", "hostRoutes": routes,
+                                     "logFile": dir.join("rcni.log")});
+                plugins.insert(at, rroutes);
                 list
             }
             Chain::UpstreamControl => {

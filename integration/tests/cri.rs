@@ -390,7 +390,8 @@ fn exercise(label: &str, list: Value, nets: &Subnets) {
     );
 }
 
-/// Our chain (conflists/10-rcni.conflist: rbridge + rhost-local + rmasq + rroutes), dual stack.
+/// Our chain (conflists/10-rcni.conflist: rbridge + rhost-local, rmasq, upstream portmap), dual
+/// stack.
 #[test]
 fn rcni_chain_through_containerd() {
     let nets = Subnets {
