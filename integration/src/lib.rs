@@ -4,5 +4,6 @@
 pub mod cluster;
 pub mod cri;
 mod libcni;
+pub mod podman;
 
 pub use libcni::{libcni_driver, shipped_conflist, workspace_root, Libcni, Outcome};
