@@ -13,6 +13,10 @@ pub struct Args {
     pub empty_only: bool,
     pub storm: usize,
     pub scale: Vec<usize>,
+    /// Cluster sizes the node agent's routes are measured at (empty: none).
+    pub cluster: Vec<usize>,
+    /// Only those.
+    pub cluster_only: bool,
     /// Where the chains keep their IPAM and masquerade state (default: the temporary dir).
     pub state_dir: Option<PathBuf>,
 }
@@ -31,6 +35,8 @@ pub fn parse_args() -> Args {
         empty_only: false,
         storm: 110,
         scale: vec![10, 250, 1000],
+        cluster: vec![500, 5000],
+        cluster_only: false,
         state_dir: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -53,15 +59,24 @@ pub fn parse_args() -> Args {
                     .map(|s| s.parse().expect("--scale A,B,C or none"))
                     .collect()
             }
+            "--cluster" | "--cluster-only" => {
+                a.cluster_only = argv[i] == "--cluster-only";
+                a.cluster = next()
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "none")
+                    .map(|s| s.parse().expect("--cluster A,B or none"))
+                    .collect()
+            }
             "--quick" => {
                 a.runs = 10;
                 a.empty = 8;
                 a.storm = 30;
                 a.scale = vec![10, 100];
+                a.cluster = vec![100, 500];
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--empty N|0] [--empty-only N] [--storm N|0] [--scale A,B|none] [--quick] [--state-dir DIR]"),
+            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--empty N|0] [--empty-only N] [--storm N|0] [--scale A,B|none] [--cluster A,B|none] [--cluster-only A,B] [--quick] [--state-dir DIR]"),
         }
         i += 2;
     }

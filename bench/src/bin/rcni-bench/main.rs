@@ -2,16 +2,18 @@
 //! calls them (one process per plugin call, each chain in a node namespace of its own), plus the
 //! kernel's floor (the same kernel work from one running process). Prints one table with ratios.
 //!
-//!   rcni-bench [--runs N] [--empty N|0] [--storm N|0] [--scale 10,250,1000|none] [--quick]
-//!              [--state-dir DIR]
+//!   rcni-bench [--runs N] [--empty N|0] [--storm N|0] [--scale 10,250,1000|none]
+//!              [--cluster 500,5000|none] [--quick] [--state-dir DIR]
 //!   rcni-bench --scale-ours 10,1000   (only our scale points, for profiling)
 //!   rcni-bench --empty-only N         (only the empty node's first and last pod)
+//!   rcni-bench --cluster-only 500,5000  (only the node agent's routes at those cluster sizes)
 //!
 //! `RCNI_BENCH_LOG=FILE` makes our plugins log at debug level to FILE (rbridge's ADD and DEL
 //! timelines). Method: docs/performance.md.
 
 mod args;
 mod chain;
+mod cluster;
 mod empty;
 mod floor;
 mod measure;
@@ -66,6 +68,17 @@ fn scale_rows(points: &[usize]) -> Vec<Row> {
     table::scale_rows(&ours, &theirs, &floors)
 }
 
+fn cluster_rows(sizes: &[usize]) -> Vec<Row> {
+    let points: Vec<cluster::Scale> = sizes
+        .iter()
+        .map(|&n| {
+            eprintln!("node agent with {n} nodes...");
+            cluster::measure(n)
+        })
+        .collect();
+    cluster::rows(&points)
+}
+
 fn main() {
     cni_testkit::require_root();
     let args = args::parse_args();
@@ -82,6 +95,10 @@ fn main() {
         table::print(&empty::empty_rows(args.empty));
         return;
     }
+    if args.cluster_only {
+        table::print(&cluster_rows(&args.cluster));
+        return;
+    }
     let (mut rows, o, u, (floor_add, floor_del)) = single_pod(args.runs);
     if args.empty > 0 {
         rows.extend(empty::empty_rows(args.empty));
@@ -95,6 +112,9 @@ fn main() {
     }
     if !args.scale.is_empty() {
         rows.extend(scale_rows(&args.scale));
+    }
+    if !args.cluster.is_empty() {
+        rows.extend(cluster_rows(&args.cluster));
     }
     rows.extend(table::rss_rows("ADD", &o.add_rss, &u.add_rss));
     rows.extend(table::rss_rows("DEL", &o.del_rss, &u.del_rss));
