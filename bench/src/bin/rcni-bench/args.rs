@@ -33,7 +33,7 @@ pub fn parse_args() -> Args {
         runs: 40,
         empty: 20,
         empty_only: false,
-        storm: 110,
+        storm: 250,
         scale: vec![10, 250, 1000],
         cluster: vec![500, 5000],
         cluster_only: false,
