@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod cri;
+pub mod image;
 mod libcni;
 pub mod podman;
 

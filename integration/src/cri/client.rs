@@ -8,9 +8,11 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, PodSandboxStatusResponse, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StatusRequest, StopPodSandboxRequest, VersionRequest,
+    ContainerConfig, ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    ImageStatusRequest, LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, PodSandboxStatusResponse, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -152,6 +154,64 @@ impl Cri {
         let r =
             self.call(async move { c.list_pod_sandbox(ListPodSandboxRequest::default()).await })?;
         Ok(r.items.into_iter().map(|s| s.id).collect())
+    }
+
+    /// `CreateContainer` then `StartContainer` in the sandbox `pod` (created from `sandbox`):
+    /// the container's ID.
+    pub fn run_container(
+        &self,
+        pod: &str,
+        sandbox: &PodSandboxConfig,
+        config: ContainerConfig,
+    ) -> Result<String, String> {
+        let mut c = self.runtime();
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        };
+        let id = self
+            .call(async move { c.create_container(req).await })?
+            .container_id;
+        let mut c = self.runtime();
+        let req = StartContainerRequest {
+            container_id: id.clone(),
+        };
+        self.call(async move { c.start_container(req).await })?;
+        Ok(id)
+    }
+
+    /// `StopContainer`: SIGTERM (the image's stop signal), SIGKILL after `timeout_secs`.
+    pub fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), String> {
+        let mut c = self.runtime();
+        let req = StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: timeout_secs,
+        };
+        self.call(async move { c.stop_container(req).await })
+            .map(|_| ())
+    }
+
+    /// `RemoveContainer`.
+    pub fn remove_container(&self, id: &str) -> Result<(), String> {
+        let mut c = self.runtime();
+        let req = RemoveContainerRequest {
+            container_id: id.to_string(),
+        };
+        self.call(async move { c.remove_container(req).await })
+            .map(|_| ())
+    }
+
+    /// `ContainerStatus`: state, exit code, reason.
+    pub fn container_status(&self, id: &str) -> Result<ContainerStatus, String> {
+        let mut c = self.runtime();
+        let req = ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        };
+        self.call(async move { c.container_status(req).await })?
+            .status
+            .ok_or_else(|| format!("ContainerStatus {id}: no status"))
     }
 
     fn call<T, F>(&self, f: F) -> Result<T, String>

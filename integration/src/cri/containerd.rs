@@ -98,13 +98,21 @@ impl Containerd {
         self.cri.as_ref().expect("containerd not started")
     }
 
+    /// containerd's CNI bin dir (its `cni.bin_dir`).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir().join("cni-bin")
+    }
+
+    /// containerd's CNI conf dir (its `cni.conf_dir`).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir().join("cni-conf")
+    }
+
     /// Writes the config, the CNI bin and conf dirs (holding `conflist`), starts containerd in
     /// the node namespace, imports the pause image and waits until the CRI reports the runtime
     /// and the network ready.
     pub fn start(&mut self, conflist: &Value) {
-        let dir = self.dir().to_path_buf();
-        let bin = dir.join("cni-bin");
-        let conf = dir.join("cni-conf");
+        let (bin, conf) = (self.cni_bin_dir(), self.cni_conf_dir());
         make_bin_dir(&bin, conflist);
         std::fs::create_dir_all(&conf).unwrap();
         let name = conflist["name"].as_str().expect("conflist without a name");
@@ -113,7 +121,69 @@ impl Containerd {
             serde_json::to_vec_pretty(conflist).unwrap(),
         )
         .unwrap();
+        self.launch();
+        self.wait_network_ready(20);
+    }
+
+    /// Like [`Containerd::start`] but with empty CNI bin and conf dirs, as on a node before its
+    /// CNI DaemonSet ran: host-network pods start, others wait for a conflist.
+    pub fn start_without_network(&mut self) {
+        std::fs::create_dir_all(self.cni_bin_dir()).unwrap();
+        std::fs::create_dir_all(self.cni_conf_dir()).unwrap();
+        self.launch();
+        self.wait("the CRI to report RuntimeReady", 20, |me| {
+            let conditions = me.cri().conditions().ok()?;
+            let runtime = conditions.iter().find(|c| c.0 == "RuntimeReady")?;
+            runtime.1.then_some(())
+        });
+    }
+
+    /// Waits up to `secs` seconds until the CRI reports RuntimeReady and NetworkReady (for
+    /// NetworkReady, containerd needs a conflist in its conf dir).
+    pub fn wait_network_ready(&mut self, secs: u64) {
+        self.wait(
+            "the CRI to report RuntimeReady and NetworkReady",
+            secs,
+            |me| {
+                let conditions = me.cri().conditions().ok()?;
+                conditions.iter().all(|c| c.1).then_some(())
+            },
+        );
+    }
+
+    /// `ctr images import` of the archive `tar` into the CRI's namespace, then waits until the
+    /// CRI knows `image` (a name as a pod spec gives it).
+    pub fn import_image(&mut self, tar: &Path, image: &str) {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["-n", K8S_NS, "images", "import"])
+            .arg(tar)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ctr: {e}"));
+        if !out.status.success() {
+            panic!(
+                "ctr images import {} failed: {}",
+                tar.display(),
+                String::from_utf8_lossy(&out.stderr),
+            );
+        }
+        // The CRI learns of imported images through events: wait, or a RunPodSandbox or
+        // CreateContainer would try to pull the image from a registry.
+        self.wait(&format!("the CRI to see image {image}"), 20, |me| {
+            me.cri().has_image(image).ok().filter(|&b| b)
+        });
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir().join("containerd.sock")
+    }
+
+    /// Writes the config, starts containerd in the node namespace, imports the pause image.
+    fn launch(&mut self) {
+        let dir = self.dir().to_path_buf();
         let config = dir.join("config.toml");
+        let (bin, conf) = (self.cni_bin_dir(), self.cni_conf_dir());
         std::fs::write(&config, containerd_config(&dir, &bin, &conf)).unwrap();
         let pause = build_pause_image(&dir.join("pause"));
 
@@ -139,41 +209,13 @@ impl Containerd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start containerd: {e}"));
         self.child = Some(child);
-        let socket = dir.join("containerd.sock");
-        self.cri = Some(Cri::connect(&socket));
+        self.cri = Some(Cri::connect(&self.socket()));
 
         let version = self.wait("containerd to answer on its CRI socket", 30, |me| {
             me.cri().version().ok()
         });
         eprintln!("cri: {version} in netns {}", self.node().name());
-
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["-n", K8S_NS, "images", "import"])
-            .arg(&pause)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ctr: {e}"));
-        if !out.status.success() {
-            panic!(
-                "ctr images import {} failed: {}",
-                pause.display(),
-                String::from_utf8_lossy(&out.stderr),
-            );
-        }
-        // The CRI learns of imported images through events: wait, or RunPodSandbox would try to
-        // pull the sandbox image from a registry.
-        self.wait("the CRI to see the pause image", 20, |me| {
-            me.cri().has_image(PAUSE_IMAGE).ok().filter(|&b| b)
-        });
-        self.wait(
-            "the CRI to report RuntimeReady and NetworkReady",
-            20,
-            |me| {
-                let conditions = me.cri().conditions().ok()?;
-                conditions.iter().all(|c| c.1).then_some(())
-            },
-        );
+        self.import_image(&pause, PAUSE_IMAGE);
     }
 
     /// The last `n` lines of containerd's log.
