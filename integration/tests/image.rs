@@ -31,7 +31,6 @@ const OTHER_CIDR: &str = "10.244.2.0/24";
 const OTHER_IP: &str = "10.99.0.2";
 const CONFLIST: &str = "10-rcni.conflist";
 /// Debian's system CA bundle (package ca-certificates), where rustls looks for one.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A node: the test containerd, the API server, the host-network pod the agent runs in.
 struct Node {
@@ -112,16 +111,15 @@ impl Node {
             dir.join("rcni-state"),
         );
         let token = dir.join("token");
+        let cni_state = dir.join("cni");
+        std::fs::create_dir_all(&cni_state).unwrap();
         let binds = [
             bind(&bin, "/opt/cni/bin", false),
             bind(&conf, "/etc/cni/net.d", false),
             bind(&state, "/var/lib/rcni", false),
             bind(&token, "/var/run/secrets/rcni/token", true),
-            // Not in the DaemonSet: kube-rs builds its TLS config even for the fake server's
-            // http:// URL, and without a CA file (https only) from the system's roots, which
-            // the image (FROM scratch) has none of: "No CA certificates were loaded from the
-            // system". With https and the service account's CA, as in a cluster, it needs none.
-            bind(Path::new(CA_BUNDLE), CA_BUNDLE, true),
+            // The DaemonSet's read-only /var/lib/cni: the IPAM store the metrics read.
+            bind(&cni_state, &plugin_state, true),
         ];
         let config = agent_container(name, &env, &binds);
         self.h
@@ -230,6 +228,13 @@ fn check_installed(node: &Node, image_bin: &std::collections::BTreeMap<String, S
         .filter_map(|p| p["type"].as_str())
         .collect();
     assert_eq!(types, ["rbridge", "rmasq", "portmap"], "chain in {text}");
+    // Debian's portmap (1.1.1) stops at 1.0.0; the agent cannot run it in its image (no libc)
+    // and must not offer a version it may refuse.
+    assert_eq!(
+        list["cniVersions"],
+        serde_json::json!(["0.3.1", "0.4.0", "1.0.0"]),
+        "{text}"
+    );
     let ipam = &list["plugins"][0]["ipam"];
     assert_eq!(ipam["ranges"][0][0]["subnet"], POD_CIDR, "{text}");
     let data_dir = node.h.dir().join("cni/networks");
@@ -276,10 +281,14 @@ fn check_pod_network(node: &mut Node) {
         String::from_utf8_lossy(&ping.stdout)
     );
     eprintln!("image: pod {id} got {ip} on the installed chain (RunPodSandbox {took:?})");
-    if let Ok((_, metrics)) = node.h.node().http_get(node.metrics_addr(), "/metrics") {
-        let ipam: Vec<&str> = metrics.lines().filter(|l| l.contains("ipam")).collect();
-        eprintln!("image: the agent's IPAM metrics with the pod up: {ipam:?}");
-    }
+    // The agent in its container sees the pod in the store, as the DaemonSet mounts it.
+    let (_, metrics) = node
+        .h
+        .node()
+        .http_get(node.metrics_addr(), "/metrics")
+        .expect("/metrics");
+    let used = format!("rcni_ipam_addresses_used{{network=\"rcni\",range=\"{POD_CIDR}\"}} 1");
+    assert!(metrics.contains(&used), "no `{used}` in\n{metrics}");
     for (r, _) in cri.stop_pod_sandboxes(std::slice::from_ref(&id)) {
         r.unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}"));
     }

@@ -260,12 +260,27 @@ pub fn plugin_versions(bin: &Path) -> Option<Vec<String>> {
 }
 
 /// [`plugin_versions`] of the portmap the node will run: the one about to be installed (in
-/// `upstream`), else the bin dir's.
-pub fn portmap_versions(bin_dir: &Path, upstream: &[PathBuf]) -> Option<Vec<String>> {
+/// `upstream`), else the bin dir's; `None` when there is none. One that cannot be asked (the
+/// agent's image has no libc for Debian's dynamically linked portmap, which the node runs
+/// fine) is taken to support up to 1.0.0, as every portmap does, and said in `warnings`.
+pub fn portmap_versions(
+    bin_dir: &Path,
+    upstream: &[PathBuf],
+    warnings: &mut Vec<String>,
+) -> Option<Vec<String>> {
     let bin = upstream
         .iter()
         .find(|p| p.file_name().is_some_and(|n| n == "portmap"))
         .cloned()
         .unwrap_or_else(|| bin_dir.join("portmap"));
-    plugin_versions(&bin)
+    if !bin.exists() {
+        return None;
+    }
+    plugin_versions(&bin).or_else(|| {
+        warnings.push(format!(
+            "could not ask {} its spec versions (VERSION): the conflist offers up to 1.0.0, which every portmap supports",
+            bin.display()
+        ));
+        Some(["0.3.1", "0.4.0", "1.0.0"].map(String::from).to_vec())
+    })
 }

@@ -106,6 +106,11 @@ impl KubeConfig {
             .await
             .context("API client configuration")?;
         config.connect_timeout = Some(Duration::from_secs(10));
+        if !https {
+            // No TLS is spoken, but kube builds its TLS config anyway and, with no CA given,
+            // loads the system's roots: an image without any (FROM scratch) would fail.
+            config.root_cert = Some(Vec::new());
+        }
         // The API server is reached over the service network; a proxy from the environment is
         // not meant for it.
         config.proxy_url = None;

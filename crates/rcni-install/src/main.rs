@@ -319,7 +319,7 @@ fn run(cli: Cli) -> Result<()> {
                 installer.load_manifest()?.as_ref(),
                 &mut warnings,
             );
-            inputs.portmap_versions = portmap_versions(&layout.bin_dir, &upstream);
+            inputs.portmap_versions = portmap_versions(&layout.bin_dir, &upstream, &mut warnings);
             let text = inputs.render();
             print_warnings(&warnings);
             let mut plan = Plan::new(&layout, &src, &upstream, &text, !no_routes)?;

@@ -313,3 +313,52 @@ fn plugin_state_dir_moves_the_store_and_masquerade_state() {
     assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/run/cni/networks");
     assert_eq!(v["plugins"][1]["stateDir"], "/run/cni/rmasq");
 }
+
+/// The conflist offers the versions the node's portmap answers to VERSION; one that cannot be
+/// run is taken to stop at 1.0.0, with a warning; none at all leaves the list whole.
+#[test]
+fn cni_versions_follow_the_nodes_portmap() {
+    use rcni_install::conflist::portmap_versions;
+    let dir = cni_testkit::temp_dir("rcni-portmap-t");
+    let versions = |upstream: &[std::path::PathBuf]| {
+        let mut warnings = Vec::new();
+        let v = portmap_versions(&dir, upstream, &mut warnings);
+        let inputs = Inputs {
+            pod_cidrs: cidrs(&["10.244.2.0/24"]),
+            cluster_cidrs: cidrs(&["10.244.0.0/16"]),
+            portmap_versions: v,
+            ..Default::default()
+        };
+        (inputs.to_json(), warnings)
+    };
+    let (c, w) = versions(&[]);
+    assert_eq!(
+        c["cniVersions"],
+        serde_json::json!(["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+    assert!(w.is_empty(), "{w:?}");
+
+    // In the bin dir, answering as upstream portmap 1.1.1 does.
+    common::write_exec(
+        &dir.join("portmap"),
+        "#!/bin/sh\n[ \"$CNI_COMMAND\" = VERSION ] || exit 1\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.1.0\",\"0.2.0\",\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\"]}'\n",
+    );
+    let (c, w) = versions(&[]);
+    assert_eq!(
+        c["cniVersions"],
+        serde_json::json!(["0.3.1", "0.4.0", "1.0.0"])
+    );
+    assert_eq!(c["cniVersion"], "1.0.0");
+    assert!(w.is_empty(), "{w:?}");
+
+    // About to be installed from the upstream dir, and not runnable here.
+    let other = dir.join("upstream");
+    std::fs::create_dir_all(&other).unwrap();
+    common::write_exec(&other.join("portmap"), "#!/nonexistent/interpreter\n");
+    let (c, w) = versions(&[other.join("portmap")]);
+    assert_eq!(
+        c["cniVersions"],
+        serde_json::json!(["0.3.1", "0.4.0", "1.0.0"])
+    );
+    assert!(w[0].contains("could not ask"), "{w:?}");
+}

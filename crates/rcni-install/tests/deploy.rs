@@ -177,7 +177,12 @@ fn daemonset_runs_on_every_node_with_what_it_needs() {
     host_paths.sort();
     assert_eq!(
         host_paths,
-        ["/etc/cni/net.d", "/opt/cni/bin", "/var/lib/rcni"]
+        [
+            "/etc/cni/net.d",
+            "/opt/cni/bin",
+            "/var/lib/cni",
+            "/var/lib/rcni"
+        ]
     );
     let node_name = c["env"]
         .as_array()

@@ -335,7 +335,8 @@ impl Agent {
             installer.load_manifest()?.as_ref(),
             &mut warnings,
         );
-        inputs.portmap_versions = portmap_versions(&installer.layout.bin_dir, &upstream);
+        inputs.portmap_versions =
+            portmap_versions(&installer.layout.bin_dir, &upstream, &mut warnings);
         let plan = Plan::new(
             &installer.layout,
             &self.opts.src_dir,
