@@ -30,7 +30,6 @@ const GATEWAY: &str = "10.244.1.1";
 const OTHER_CIDR: &str = "10.244.2.0/24";
 const OTHER_IP: &str = "10.99.0.2";
 const CONFLIST: &str = "10-rcni.conflist";
-/// Debian's system CA bundle (package ca-certificates), where rustls looks for one.
 
 /// A node: the test containerd, the API server, the host-network pod the agent runs in.
 struct Node {
