@@ -7,6 +7,8 @@
 //! - [`netfilter`]: nf_tables over nfnetlink: the ruleset generation, tables, rules and set
 //!   elements read back, set element changes in one transaction.
 //! - [`netconf`]: the namespace-wide forwarding switch (RTM_GETNETCONF, which rtnetlink lacks).
+//! - [`nexthop`]: nexthop objects and the kernel's route lookup for a gateway (rtnetlink lacks
+//!   both), for routes to thousands of gateways.
 //! - [`sysctl`]: the few settings only /proc/sys has.
 //!
 //! The public API holds types of our own; rtnetlink's stay inside.
@@ -16,6 +18,7 @@ mod error;
 mod link;
 pub mod netconf;
 pub mod netfilter;
+pub mod nexthop;
 mod port;
 mod route;
 mod session;

@@ -39,6 +39,9 @@ pub struct RouteSpec {
     pub protocol: Option<u8>,
     /// rtm_type when read back: 1 unicast, 2 local, 3 broadcast, ...
     pub kind: Option<u8>,
+    /// The nexthop object the route goes through (RTA_NH_ID; see [`crate::nexthop`]), instead
+    /// of `gw` and `oif`.
+    pub nh_id: Option<u32>,
 }
 
 impl RouteSpec {
@@ -54,6 +57,7 @@ impl RouteSpec {
             advmss: None,
             protocol: None,
             kind: None,
+            nh_id: None,
         }
     }
 
@@ -142,7 +146,13 @@ impl RouteSpec {
             .push(RouteAttribute::Destination(RouteAddress::from(
                 self.dst.trunc().addr(),
             )));
-        if let Some(gw) = self.gw {
+        // A route through a nexthop object names neither gateway nor device (the kernel
+        // refuses both, EINVAL); a dumped one reports them, from its nexthop.
+        let (gw, oif) = match self.nh_id {
+            Some(_) => (None, None),
+            None => (self.gw, self.oif),
+        };
+        if let Some(gw) = gw {
             match (v4, gw) {
                 (true, IpAddr::V6(g)) => m.attributes.push(RouteAttribute::Via(RouteVia::Inet6(g))),
                 _ => m
@@ -150,8 +160,11 @@ impl RouteSpec {
                     .push(RouteAttribute::Gateway(RouteAddress::from(gw))),
             }
         }
-        if let Some(oif) = self.oif {
+        if let Some(oif) = oif {
             m.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if let Some(id) = self.nh_id {
+            m.attributes.push(RouteAttribute::NhId(id));
         }
         if let Some(p) = self.priority {
             m.attributes.push(RouteAttribute::Priority(p));
@@ -190,6 +203,7 @@ impl RouteSpec {
                 RouteAttribute::Via(RouteVia::Inet6(ip)) => r.gw = Some(IpAddr::V6(*ip)),
                 RouteAttribute::Via(RouteVia::Inet(ip)) => r.gw = Some(IpAddr::V4(*ip)),
                 RouteAttribute::Oif(i) => r.oif = Some(*i),
+                RouteAttribute::NhId(i) => r.nh_id = Some(*i),
                 RouteAttribute::Table(t) => r.table = Some(*t),
                 RouteAttribute::Priority(p) => r.priority = Some(*p),
                 RouteAttribute::Metrics(ms) => {

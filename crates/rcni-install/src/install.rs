@@ -490,6 +490,8 @@ impl Installer {
         routes::sync(&r.rroutes, &path).context(
             "removing the routes failed, nothing else was removed (`down --skip-routes` removes the files anyway)",
         )?;
+        // The agent's routes went through nexthop objects of the same protocol.
+        crate::hops::remove_all().context("removing the routes' nexthop objects")?;
         remove_file_synced(&path)
     }
 

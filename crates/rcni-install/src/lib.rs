@@ -7,12 +7,13 @@
 //!   what was installed.
 //! - [`kube`], [`nodes`]: the API client (kube-rs) and Node objects, and what they give a node.
 //! - [`agent`]: the DaemonSet's node agent: watch, install, routes, metrics and health.
-//! - [`routes`]: routes to other nodes: `rroutes sync` for static ones, netlink for the agent's;
-//!   the MTU of the default route's interface.
+//! - [`routes`]: routes to other nodes: `rroutes sync` for static ones, netlink for the agent's
+//!   (through one nexthop object per gateway, `hops`); the MTU of the default route's interface.
 
 pub mod agent;
 pub mod conflist;
 mod files;
+mod hops;
 pub mod install;
 pub mod kube;
 pub mod nodes;

@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use cni_netlink::{Netlink, RouteFilter, RouteSpec, RT_TABLE_MAIN};
 use ipnet::IpNet;
 
 use crate::agent::table::RouteOp;
+use crate::hops::Hops;
 
 /// `rroutes sync --conflist FILE`: ensures the file's hostRoutes and removes the routes rroutes
 /// installed that it no longer lists.
@@ -44,11 +45,13 @@ pub fn sync(rroutes: &Path, conflist: &Path) -> Result<()> {
 pub const PROTOCOL: u8 = 114;
 
 /// The node agent's routes to other nodes' podCIDRs, changed one at a time as the API reports
-/// nodes, and reconciled with the kernel (one filtered dump) after each full list.
+/// nodes, and reconciled with the kernel (one filtered dump) after each full list. Each goes
+/// through its gateway's nexthop object where the kernel has them ([`Hops`]).
 pub struct NodeRoutes {
     nl: Netlink,
     /// What is in the kernel with our protocol, as of the last reconcile and the changes since.
     installed: BTreeMap<IpNet, IpAddr>,
+    hops: Option<Hops>,
 }
 
 /// What a reconcile changed.
@@ -63,8 +66,17 @@ fn nl_err(e: cni_types::CniError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.msg)
 }
 
-fn spec(dst: IpNet, gw: IpAddr) -> RouteSpec {
-    let mut s = RouteSpec::new(dst, Some(gw), None);
+/// The route to `dst`: through nexthop `nh` when given, else via `gw`.
+fn spec(dst: IpNet, gw: IpAddr, nh: Option<u32>) -> RouteSpec {
+    let mut s = match nh {
+        Some(id) => {
+            let mut s = RouteSpec::new(dst, None, None);
+            s.nh_id = Some(id);
+            s.scope = Some(0); // universe, as with a gateway
+            s
+        }
+        None => RouteSpec::new(dst, Some(gw), None),
+    };
     s.protocol = Some(PROTOCOL);
     s
 }
@@ -76,6 +88,7 @@ impl NodeRoutes {
         Ok(NodeRoutes {
             nl: Netlink::open(None).map_err(nl_err)?,
             installed: BTreeMap::new(),
+            hops: Hops::open()?,
         })
     }
 
@@ -88,34 +101,56 @@ impl NodeRoutes {
     pub async fn apply(&mut self, op: &RouteOp) -> Result<Option<&'static str>> {
         match op {
             RouteOp::Set(r) => {
-                let want = spec(r.dst, r.gw);
-                match self.installed.get(&r.dst) {
-                    Some(gw) if *gw == r.gw => return Ok(None),
-                    Some(_) => {
-                        self.nl.replace_route(&want).await.map_err(nl_err)?;
-                        self.installed.insert(r.dst, r.gw);
-                        return Ok(Some("replaced"));
-                    }
-                    None => {}
+                let old = self.installed.get(&r.dst).copied();
+                if old == Some(r.gw) {
+                    return Ok(None);
                 }
-                if !self.nl.add_route(&want).await.map_err(nl_err)? {
-                    bail!(
+                let nh = self.hops.as_mut().map(|h| h.acquire(r.gw)).transpose()?;
+                let want = spec(r.dst, r.gw, nh);
+                let done = match old {
+                    Some(_) => self.nl.replace_route(&want).await.map(|()| true),
+                    None => self.nl.add_route(&want).await,
+                };
+                let refused = match done {
+                    Ok(true) => None,
+                    Ok(false) => Some(anyhow!(
                         "route {} via {}: the node already has a route to {} that rcni did not install; remove it or fix that node's podCIDR",
-                        r.dst,
-                        r.gw,
-                        r.dst
-                    );
+                        r.dst, r.gw, r.dst
+                    )),
+                    Err(e) => Some(nl_err(e)),
+                };
+                if let Some(e) = refused {
+                    self.release(r.gw)?;
+                    return Err(e);
                 }
                 self.installed.insert(r.dst, r.gw);
-                Ok(Some("added"))
+                match old {
+                    Some(gw) => {
+                        self.release(gw)?;
+                        Ok(Some("replaced"))
+                    }
+                    None => Ok(Some("added")),
+                }
             }
             RouteOp::Remove(dst) => match self.installed.remove(dst) {
                 Some(gw) => {
-                    self.nl.del_route(&spec(*dst, gw)).await.map_err(nl_err)?;
+                    // By destination and protocol alone: it may be via a gateway or a nexthop.
+                    let mut s = spec(*dst, gw, None);
+                    s.gw = None;
+                    s.scope = Some(u8::MAX); // RT_SCOPE_NOWHERE: any scope
+                    self.nl.del_route(&s).await.map_err(nl_err)?;
+                    self.release(gw)?;
                     Ok(Some("removed"))
                 }
                 None => Ok(None),
             },
+        }
+    }
+
+    fn release(&mut self, gw: IpAddr) -> Result<()> {
+        match self.hops.as_mut() {
+            Some(h) => h.release(gw),
+            None => Ok(()),
         }
     }
 
@@ -135,14 +170,14 @@ impl NodeRoutes {
         let mut kernel = BTreeMap::new();
         for v6 in [false, true] {
             match self.nl.routes_matching(v6, filter).await {
-                Ok(rs) => kernel.extend(rs.into_iter().filter_map(|r| Some((r.dst, r.gw?)))),
+                Ok(rs) => kernel.extend(rs.into_iter().map(|r| (r.dst, r))),
                 Err(e) => {
                     errors.push(nl_err(e).context("listing the node's routes"));
                     return (counts, errors);
                 }
             }
         }
-        self.installed = kernel;
+        self.installed = self.as_installed(kernel);
         let ops = crate::agent::table::diff(&self.installed, desired);
         for op in &ops {
             match self.apply(op).await {
@@ -153,7 +188,39 @@ impl NodeRoutes {
                 Err(e) => errors.push(e),
             }
         }
+        if let Some(h) = self.hops.as_mut() {
+            errors.extend(h.prune());
+        }
         (counts, errors)
+    }
+
+    /// Our routes in the kernel, each with its gateway, and our nexthops counted by the routes
+    /// through them. A route that does not go the way this agent makes them (via a gateway
+    /// where nexthops are used, through a nexthop not ours) gets the unspecified address, so
+    /// that the reconcile replaces it.
+    fn as_installed(&mut self, kernel: BTreeMap<IpNet, RouteSpec>) -> BTreeMap<IpNet, IpAddr> {
+        let unknown = IpAddr::from([0, 0, 0, 0]);
+        let Some(h) = self.hops.as_mut() else {
+            return kernel
+                .into_iter()
+                .map(|(dst, r)| (dst, r.gw.filter(|_| r.nh_id.is_none()).unwrap_or(unknown)))
+                .collect();
+        };
+        let gateways = h.gateways();
+        h.clear_uses();
+        let mut installed = BTreeMap::new();
+        for (dst, r) in kernel {
+            match r.nh_id.and_then(|id| gateways.get(&id)) {
+                Some(gw) => {
+                    h.used(*gw);
+                    installed.insert(dst, *gw);
+                }
+                None => {
+                    installed.insert(dst, unknown);
+                }
+            }
+        }
+        installed
     }
 }
 

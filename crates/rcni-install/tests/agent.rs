@@ -71,6 +71,8 @@ fn routes_and_conflist_follow_nodes_as_they_join_change_and_leave() {
         ],
         &d,
     );
+    // Through one nexthop object per gateway in use; those of gone gateways are deleted.
+    assert_eq!(agent_nexthops(&node.ns), ["192.168.56.13", "192.168.56.24"]);
     let m = d.metrics();
     assert_eq!(m.value("rcni_nodes", &[]), 3.0);
     assert_eq!(m.value("rcni_host_routes", &[]), 2.0);
@@ -335,6 +337,15 @@ fn uninstall_mode_removes_what_was_installed_and_idles() {
     let d = Daemon::start(&node, &api, &[]);
     d.wait_ready(20);
     wait_routes(&node.ns, &["10.244.1.0/24 via 192.168.56.11"], &d);
+    let hops = agent_nexthops(&node.ns);
+    assert!(d.stop().success());
+    // Started again (an upgrade), it finds its route and nexthop as they are.
+    let d = Daemon::start(&node, &api, &[]);
+    d.wait_ready(20);
+    for op in ["added", "replaced", "removed"] {
+        assert_eq!(changes(&d, op), 0.0, "{op} after a restart\n{}", d.log());
+    }
+    assert_eq!(agent_nexthops(&node.ns), hops);
     assert!(d.stop().success());
 
     let calls = api.requests().len();
@@ -345,6 +356,11 @@ fn uninstall_mode_removes_what_was_installed_and_idles() {
         agent_routes(&node.ns).is_empty(),
         "{:?}",
         agent_routes(&node.ns)
+    );
+    assert!(
+        agent_nexthops(&node.ns).is_empty(),
+        "{:?}",
+        agent_nexthops(&node.ns)
     );
     assert_eq!(
         api.requests().len(),

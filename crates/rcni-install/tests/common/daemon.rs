@@ -284,6 +284,17 @@ pub fn agent_routes(ns: &Netns) -> Vec<String> {
     v
 }
 
+/// The gateways of the agent's nexthop objects (protocol 114) in `ns`, sorted.
+pub fn agent_nexthops(ns: &Netns) -> Vec<String> {
+    let mut v: Vec<String> = ns
+        .ip(&["nexthop", "show", "proto", "114"])
+        .lines()
+        .filter_map(|l| Some(l.split(" via ").nth(1)?.split(' ').next()?.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Waits until the agent's routes are `want`.
 pub fn wait_routes(ns: &Netns, want: &[&str], daemon: &Daemon) {
     let ok = wait_for(20, || agent_routes(ns) == want);
