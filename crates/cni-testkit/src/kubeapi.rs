@@ -168,12 +168,20 @@ impl Shared {
 
     /// Ends every connection: watches end their stream cleanly unless `all`, others are cut.
     fn drop_connections(&self, all: bool) {
-        self.lock().epoch += 1;
-        self.changed.notify_all();
+        // When all are cut, cut them before waking the watches, so none gets its last chunk
+        // out first: a server that goes down ends no stream cleanly.
+        if !all {
+            self.lock().epoch += 1;
+            self.changed.notify_all();
+        }
         for open in self.conns().open.values() {
             if all || !open.watching {
                 let _ = open.stream.shutdown(Shutdown::Both);
             }
+        }
+        if all {
+            self.lock().epoch += 1;
+            self.changed.notify_all();
         }
     }
 }
