@@ -1,0 +1,10 @@
+//! `rcni status` (being written).
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("rcni status is not written yet")
+}
