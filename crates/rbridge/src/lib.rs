@@ -18,6 +18,7 @@ mod check;
 mod config;
 mod del;
 mod gateway;
+mod inspect;
 mod ipam;
 mod layer3;
 mod links;
@@ -32,6 +33,9 @@ use cni_plugin::{Call, Plugin, PluginInfo};
 use cni_types::{CniResult, Result};
 
 use config::BridgeConf;
+
+/// Read-only views of a config, for the `rcni` CLI.
+pub use inspect::{host_veth, parse_config, vlan_gateway_veth, BridgeSummary};
 
 pub const INFO: PluginInfo = PluginInfo {
     name: "rbridge",

@@ -11,6 +11,7 @@
 //! The crate's only public items are the plugin ([`HostLocal`], [`INFO`]) that `main.rs` runs.
 
 mod config;
+mod inspect;
 mod ipam;
 mod netdir;
 mod owner;
@@ -26,6 +27,11 @@ use cni_types::{CniResult, IpConfig};
 use crate::config::Config;
 use crate::owner::Owner;
 use crate::store::Store;
+
+/// Read-only views of a config and the store, for the `rcni` CLI.
+pub use inspect::{
+    parse_config, reservations, IpamSummary, RangeSetSummary, RangeSummary, Reservation,
+};
 
 pub const INFO: PluginInfo = PluginInfo {
     name: "rhost-local",

@@ -25,10 +25,13 @@
 mod backend;
 mod class;
 mod fingerprint;
+mod inspect;
 mod masq;
 mod plugin;
 mod state;
 
 pub use class::{BackendKind, Options};
+/// Read-only views of a config and the state, for the `rcni` CLI.
+pub use inspect::{members, parse_config, MasqSummary, Member};
 pub use masq::{Masq, DEFAULT_STATE_DIR};
 pub use plugin::{Rmasq, INFO};

@@ -35,6 +35,10 @@ impl Masq {
         }
     }
 
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.store.dir()
+    }
+
     /// The backend `opts` asks for, or the node's (detected once, then remembered in the state
     /// dir so every pod of the node agrees; delete `default-backend` there to detect again).
     fn resolve_backend(&self, opts: &Options) -> Result<BackendKind> {

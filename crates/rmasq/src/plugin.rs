@@ -117,5 +117,11 @@ impl Plugin for Rmasq {
     }
 }
 
+/// The state dir and options a config asks for, read as ADD reads them (see `inspect`).
+pub(crate) fn read_config(call: &Call) -> Result<(PathBuf, Options)> {
+    let conf = Conf::from_call(call)?;
+    Ok((conf.masq.state_dir().to_path_buf(), conf.opts))
+}
+
 #[cfg(test)]
 mod tests;

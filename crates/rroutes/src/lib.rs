@@ -11,12 +11,15 @@
 
 mod conf;
 mod host;
+mod inspect;
 mod plugin;
 mod pod;
 
 use cni_plugin::PluginInfo;
 
 pub use host::{sync, Report};
+/// The config read from outside a call, for the `rcni` CLI.
+pub use inspect::{parse_config, AddRoute, Conf, DelRoute, HostRoute, DEFAULT_PROTOCOL};
 pub use plugin::RRoutes;
 
 pub const INFO: PluginInfo = PluginInfo {
