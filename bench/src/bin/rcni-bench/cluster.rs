@@ -211,9 +211,11 @@ pub fn measure(n: usize) -> Scale {
     }
 }
 
-/// Median time of one route add through netlink with the table as the agent left it (nodes
-/// from `from` on get theirs): what the kernel itself costs per route at this size.
+/// Median time of what the agent asks of the kernel when a node joins, with the table as the
+/// agent left it (nodes from `from` on get theirs): a nexthop object for the new gateway, then a
+/// route through it. What the kernel itself costs per node at this size.
 fn floor(from: usize) -> f64 {
+    use cni_netlink::nexthop::{Nexthop, Nexthops};
     use cni_netlink::{Netlink, RouteSpec};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -221,14 +223,29 @@ fn floor(from: usize) -> f64 {
         .unwrap();
     rt.block_on(async {
         let nl = Netlink::open(None).expect("netlink");
+        let mut nhs = Nexthops::open().expect("nexthop socket");
         let mut times = Vec::new();
         for i in from..from + JOINS {
             let j = i + 2;
             let dst = format!("10.{}.{}.0/24", 128 + i / 256, i % 256);
-            let gw = format!("10.100.{}.{}", j / 256, j % 256);
-            let mut r = RouteSpec::new(dst.parse().unwrap(), Some(gw.parse().unwrap()), None);
-            r.protocol = Some(114);
+            let gw = format!("10.100.{}.{}", j / 256, j % 256).parse().unwrap();
+            // Ids above the agent's (it counts up from 0x7263_0000).
+            let id = 0x7263_f000 + i as u32;
             let t = Instant::now();
+            let oif = nhs
+                .onlink_oif(gw)
+                .expect("route lookup")
+                .expect("gw on link");
+            let nh = Nexthop {
+                id,
+                gw,
+                oif,
+                protocol: 114,
+            };
+            nhs.add(&nh).expect("nexthop add");
+            let mut r = RouteSpec::new(dst.parse().unwrap(), None, None);
+            r.nh_id = Some(id);
+            r.protocol = Some(114);
             assert!(nl.add_route(&r).await.expect("route add"), "{dst} exists");
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -266,7 +283,7 @@ pub fn rows(points: &[Scale]) -> Vec<Row> {
             String::new(),
         ));
         rows.push(row(
-            format!("kernel floor, {n} nodes: one route add (us)"),
+            format!("kernel floor, {n} nodes: nexthop + route add (us)"),
             format!("{:.0}", s.floor_us),
             String::new(),
         ));
@@ -290,7 +307,7 @@ pub fn rows(points: &[Scale]) -> Vec<Row> {
             ));
             rows.push(row(
                 format!(
-                    "kernel floor: route add at {} / at {} nodes",
+                    "kernel floor: nexthop + route add at {} / at {} nodes",
                     b.nodes, a.nodes
                 ),
                 format!("{:.2}", b.floor_us / a.floor_us),
