@@ -36,6 +36,29 @@ pub fn valid_attachments(config: &Value) -> Result<Vec<Attachment>> {
         .map(|w: AttachmentList| w.list)
 }
 
+/// rcni's own key in a GC config: a Unix time in seconds. State an attachment created at or
+/// after it is kept whatever the valid list says: the list is drawn up before GC runs, and an
+/// ADD that started since cannot be in it. Plugins that do not know the key ignore it.
+pub const KEEP_CREATED_AFTER: &str = "rcni.dev/keep-created-after";
+
+/// The instant of [`KEEP_CREATED_AFTER`], if the GC config has one.
+pub fn keep_created_after(config: &Value) -> Result<Option<std::time::SystemTime>> {
+    let Some(v) = config.get(KEEP_CREATED_AFTER) else {
+        return Ok(None);
+    };
+    let secs = v
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| {
+            CniError::invalid_config(format!(
+                "{KEEP_CREATED_AFTER}: {v} is not a Unix time in seconds"
+            ))
+        })?;
+    Ok(Some(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +77,17 @@ mod tests {
         let e =
             valid_attachments(&json!({"cni.dev/valid-attachments": [{"ifname": 1}]})).unwrap_err();
         assert_eq!(e.code, 7, "{e}");
+    }
+
+    #[test]
+    fn keep_created_after_is_optional_and_checked() {
+        assert_eq!(keep_created_after(&json!({})).unwrap(), None);
+        let t = keep_created_after(&json!({KEEP_CREATED_AFTER: 1700000000.5}))
+            .unwrap()
+            .unwrap();
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(d.as_millis(), 1_700_000_000_500);
+        let e = keep_created_after(&json!({KEEP_CREATED_AFTER: "soon"})).unwrap_err();
+        assert_eq!(e.code, 7);
     }
 }

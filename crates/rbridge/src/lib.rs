@@ -72,7 +72,8 @@ impl Plugin for Bridge {
             None => None,
         };
         let masq = if conf.ip_masq {
-            masq::gc(&conf, &valid)
+            cni_types::gc::keep_created_after(&call.raw)
+                .and_then(|keep_after| masq::gc(&conf, &valid, keep_after))
         } else {
             Ok(())
         };

@@ -54,6 +54,10 @@ pub fn check(call: &Call, conf: &BridgeConf, addrs: &[IpNet]) -> Result<()> {
     )
 }
 
-pub fn gc(conf: &BridgeConf, valid: &[Attachment]) -> Result<()> {
-    masq(conf).gc(&conf.network, valid)
+pub fn gc(
+    conf: &BridgeConf,
+    valid: &[Attachment],
+    keep_after: Option<std::time::SystemTime>,
+) -> Result<()> {
+    masq(conf).gc(&conf.network, valid, keep_after)
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use cni_types::error::{
     CniError, Result, ADDRESS_IN_USE, ADDRESS_POOL_EXHAUSTED, CHECK_MISMATCH, PLUGIN_NOT_AVAILABLE,
@@ -289,17 +290,52 @@ pub fn check(
 
 /// GC: releases every reservation whose attachment is not valid. Old-format reservations
 /// (no ifname) stay while any valid attachment has their container ID. Leftovers of killed
-/// writers go too.
-pub fn gc(store: &mut Store, valid: &[Attachment]) -> Result<Rebuilt> {
+/// writers go too. An owner with a reservation made at or after `keep_after` (an ADD that
+/// started after the runtime drew up its list) keeps all of its reservations; the store is
+/// locked, so no reservation appears between that look and the rebuild.
+pub fn gc(
+    store: &mut Store,
+    valid: &[Attachment],
+    keep_after: Option<SystemTime>,
+) -> Result<Rebuilt> {
     let pairs: HashSet<(&str, &str)> = valid
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
     let ids: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
-    store.rebuild(|o| match &o.ifname {
-        Some(ifname) => pairs.contains(&(o.id.as_str(), ifname.as_str())),
-        None => ids.contains(o.id.as_str()),
+    let recent = match keep_after {
+        Some(t) => recent_owners(store.dir(), t)?,
+        None => HashSet::new(),
+    };
+    store.rebuild(|o| {
+        recent.contains(o)
+            || match &o.ifname {
+                Some(ifname) => pairs.contains(&(o.id.as_str(), ifname.as_str())),
+                None => ids.contains(o.id.as_str()),
+            }
     })
+}
+
+/// Owners of reservations whose file was written at or after `since`.
+fn recent_owners(dir: &NetworkDir, since: SystemTime) -> Result<HashSet<Owner>> {
+    let entries = std::fs::read_dir(&dir.dir)
+        .map_err(|e| CniError::io(format!("listing {}: {e}", dir.dir.display())))?;
+    let mut out = HashSet::new();
+    for e in entries.flatten() {
+        let Ok(ip) = e.file_name().to_string_lossy().parse::<IpAddr>() else {
+            continue;
+        };
+        let recent = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if recent {
+            if let Slot::Held(o) = dir.slot(ip)? {
+                out.insert(o);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// STATUS: every range set has a free address. Without the lock and without reading more than

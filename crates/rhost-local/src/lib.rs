@@ -120,7 +120,8 @@ impl Plugin for HostLocal {
     fn gc(&self, call: &Call) -> Result<()> {
         let conf = call.config::<Config>()?;
         let valid = call.valid_attachments()?;
-        if let Some(r) = with_store(&conf, false, call, |s| ipam::gc(s, &valid))? {
+        let keep_after = cni_types::gc::keep_created_after(&call.raw)?;
+        if let Some(r) = with_store(&conf, false, call, |s| ipam::gc(s, &valid, keep_after))? {
             call.logger.debug(format!(
                 "GC kept {}, released {}, reclaimed {} leftovers",
                 r.kept, r.released, r.leftovers

@@ -354,28 +354,37 @@ impl Masq {
         Ok(())
     }
 
-    /// Removes everything of `network` owned by attachments not in `valid`.
-    pub fn gc(&self, network: &str, valid: &[Attachment]) -> Result<()> {
+    /// Removes everything of `network` owned by attachments not in `valid`, but what was
+    /// written at or after `keep_after` (an ADD that started after the list was drawn up).
+    pub fn gc(
+        &self,
+        network: &str,
+        valid: &[Attachment],
+        keep_after: Option<std::time::SystemTime>,
+    ) -> Result<()> {
         cni_types::validate::network_name(network)?;
         let keep = |cid: &str, ifname: &str| {
             valid
                 .iter()
                 .any(|a| a.container_id == cid && a.ifname == ifname)
         };
+        let recent =
+            |t: Option<std::time::SystemTime>| keep_after.is_some_and(|k| t.is_none_or(|t| t >= k));
         let mut nl = None;
         let l = self.store.lock()?;
         for r in l.records(network)? {
-            if !keep(&r.container_id, &r.ifname) {
+            if !keep(&r.container_id, &r.ifname) && !recent(l.record_modified(&r)) {
                 self.teardown_locked(&l, &mut nl, &r)?;
             }
         }
         // Ownership left without a record (a crash inside setup or teardown).
         for (class, addr, cid, ifname) in l.orphan_owners(network)? {
-            if keep(&cid, &ifname) {
+            let owner = state::owner_key(network, &cid, &ifname);
+            if keep(&cid, &ifname) || recent(l.owner_modified(&class, addr, &owner)) {
                 continue;
             }
             let Some(c) = l.class(&class)? else {
-                l.remove_owner(&class, addr, &state::owner_key(network, &cid, &ifname))?;
+                l.remove_owner(&class, addr, &owner)?;
                 continue;
             };
             let r = Record {

@@ -108,7 +108,8 @@ impl Plugin for Rmasq {
 
     fn gc(&self, call: &Call) -> Result<()> {
         let Conf { masq, .. } = call.config()?;
-        masq.gc(&call.conf.name, &call.valid_attachments()?)
+        let keep_after = cni_types::gc::keep_created_after(&call.raw)?;
+        masq.gc(&call.conf.name, &call.valid_attachments()?, keep_after)
     }
 
     fn status(&self, call: &Call) -> Result<()> {

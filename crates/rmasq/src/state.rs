@@ -232,6 +232,23 @@ impl Locked<'_> {
         remove_file(&self.record_path(&r.network, &r.container_id, &r.ifname))
     }
 
+    /// When the record of an attachment was written (its ADD), if it exists.
+    pub(crate) fn record_modified(&self, r: &Record) -> Option<std::time::SystemTime> {
+        let path = self.record_path(&r.network, &r.container_id, &r.ifname);
+        fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
+    /// When an owner entry was created, if it exists.
+    pub(crate) fn owner_modified(
+        &self,
+        class: &str,
+        addr: IpAddr,
+        owner: &str,
+    ) -> Option<std::time::SystemTime> {
+        let path = self.member_dir(class, addr).join(owner);
+        fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
     /// Every record of `network` (for GC, which is rare; the only call that lists all pods).
     pub(crate) fn records(&self, network: &str) -> Result<Vec<Record>> {
         let dir = self.dir().join("attachments").join(network);

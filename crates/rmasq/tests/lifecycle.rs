@@ -173,7 +173,11 @@ fn check_reports_what_was_deleted_by_hand_and_add_repairs_it() {
 }
 
 fn gc(w: &World, backend: &str, valid: &[&str]) {
-    let mut conf = w.conf(backend, &["10.77.0.2/24"], json!({}));
+    gc_with(w, backend, valid, json!({}));
+}
+
+fn gc_with(w: &World, backend: &str, valid: &[&str], extra: Value) {
+    let mut conf = w.conf(backend, &["10.77.0.2/24"], extra);
     conf.as_object_mut().unwrap().remove("prevResult");
     conf["cni.dev/valid-attachments"] = valid
         .iter()
@@ -219,6 +223,41 @@ fn gc_removes_attachments_not_listed() {
             .unwrap()
             .count();
         assert_eq!(left, 0);
+    }
+}
+
+/// What an ADD wrote after the runtime drew up its list (`rcni.dev/keep-created-after`) stays,
+/// listed or not; what is older goes.
+#[test]
+fn gc_keeps_what_was_added_after_keep_after() {
+    for backend in BACKENDS {
+        let w = World::new();
+        let confs: Vec<Value> = (0..2).map(|n| pod_conf(&w, backend, n)).collect();
+        for (n, conf) in confs.iter().enumerate() {
+            w.rmasq("ADD", &format!("c{n}"), conf).ok();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(w.state.join("attachments/pods/c0:eth0"))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            - 60.0;
+        gc_with(
+            &w,
+            backend,
+            &[],
+            json!({"rcni.dev/keep-created-after": since}),
+        );
+        w.rmasq("CHECK", "c1", &confs[1]).assert_ok();
+        let out = w.rmasq("CHECK", "c0", &confs[0]);
+        assert_eq!(out.err_code(), Some(102), "{backend} c0: {}", out.stdout);
+        w.rmasq("DEL", "c1", &confs[1]).assert_ok();
     }
 }
 

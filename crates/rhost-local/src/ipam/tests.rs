@@ -367,7 +367,7 @@ fn gc_keeps_exactly_the_valid_attachments() {
         },
     ];
     let mut s = lock(&data);
-    let r = gc(&mut s, &valid).unwrap();
+    let r = gc(&mut s, &valid, None).unwrap();
     s.close().unwrap();
     assert_eq!(
         r,
@@ -394,4 +394,28 @@ fn gc_keeps_exactly_the_valid_attachments() {
     // The index agrees: the collected attachment holds nothing, the kept ones their address.
     assert!(del_one(&data, "drop", "eth0").is_empty());
     assert_eq!(add_one(&data, &conf, "keep").unwrap(), ["10.1.0.2"]);
+}
+
+/// An ADD that started after the runtime drew up the valid list keeps its address.
+#[test]
+fn gc_keeps_what_was_reserved_after_keep_after() {
+    let data = temp_dir("rhl-ipam");
+    let conf = conf_with(&data, json!([[{"subnet": "10.1.0.0/24"}]]), json!({})).0;
+    for id in ["old", "new"] {
+        add_one(&data, &conf, id).unwrap();
+    }
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(data.join("net/10.1.0.2"))
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let keep_after = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let mut s = lock(&data);
+    let r = gc(&mut s, &[], Some(keep_after)).unwrap();
+    s.close().unwrap();
+    assert_eq!((r.kept, r.released), (1, 1));
+    assert!(del_one(&data, "old", "eth0").is_empty());
+    assert_eq!(del_one(&data, "new", "eth0"), [ip("10.1.0.3")]);
 }
