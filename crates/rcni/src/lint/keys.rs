@@ -127,13 +127,13 @@ pub fn join(at: &str, key: &str) -> String {
 }
 
 /// The known word nearest to `word` (edit distance, ignoring case), if it is near enough to be
-/// a typo of it: at most a third of its length in edits, and at least one.
+/// a typo of it: at most a third of the longer one's length in edits, and at least one.
 pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     let w = word.to_ascii_lowercase();
     known
         .iter()
         .map(|k| (distance(&w, &k.to_ascii_lowercase()), *k))
-        .filter(|(d, k)| *d <= (k.len() / 3).max(1))
+        .filter(|(d, k)| *d <= (k.len().max(w.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
