@@ -95,7 +95,12 @@ fn collect_status(args: &Args) -> anyhow::Result<Status> {
     })
 }
 
-/// The IDs of every sandbox the runtime lists, in any state.
-fn runtime_sandboxes(_endpoint: &str) -> anyhow::Result<HashSet<String>> {
-    anyhow::bail!("--cri-endpoint is not supported yet")
+/// How long the runtime may take to list its sandboxes.
+const CRI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The IDs of every sandbox the runtime lists, in any state: the container IDs it gives the
+/// plugins.
+fn runtime_sandboxes(endpoint: &str) -> anyhow::Result<HashSet<String>> {
+    let list = rcni_gc::cri::list_sandboxes(endpoint, CRI_TIMEOUT)?;
+    Ok(list.into_iter().map(|s| s.id).collect())
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use cni_testkit::{container_id, eventually, temp_dir, Chain, Netns, TempDir};
+use rcni_gc::fake_cri::FakeCri;
 use serde_json::{json, Value};
 
 const SUBNET: &str = "10.77.0.0/24";
@@ -297,6 +298,54 @@ fn attachments_and_leaks() {
         ),
     ]);
     assert_eq!(s["anomalies"], want, "{s:#}");
+
+    // The runtime knows two of the pods (a sandbox whose netns went is still a sandbox).
+    let cri = FakeCri::start(&node.dir.join("cri.sock"));
+    cri.set_sandboxes(&[&live.cid, &gone.cid]);
+    let with_cri = node.status(&["--cri-endpoint", &cri.endpoint()]);
+    assert_eq!(with_cri["runtimeSandboxes"], 2);
+    let known: Vec<(&str, &Value)> = with_cri["networks"][0]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["containerID"].as_str().unwrap(), &a["knownToRuntime"]))
+        .collect();
+    assert_eq!(
+        known,
+        [
+            (live.cid.as_str(), &json!(true)),
+            (gone.cid.as_str(), &json!(true)),
+            (lost.cid.as_str(), &json!(false)),
+        ]
+    );
+    let mut want = want.as_array().unwrap().clone();
+    want.push(anomaly(
+        "unknown-to-runtime",
+        "pods",
+        &lost.cid,
+        Some(lost.veth()),
+        "the runtime lists no sandbox with this container ID",
+    ));
+    assert_eq!(with_cri["anomalies"], json!(want), "{with_cri:#}");
+    // A runtime that does not answer is an error, not a report without it.
+    let out = node
+        .ns
+        .command(env!("CARGO_BIN_EXE_rcni"))
+        .args([
+            "status",
+            "--cri-endpoint",
+            "/nonexistent/cri.sock",
+            "--conf-dir",
+        ])
+        .arg(node.conf_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CRI ListPodSandbox at /nonexistent/cri.sock"),
+        "{err}"
+    );
 
     // The operator's view says the same.
     let text = node.text_status();
