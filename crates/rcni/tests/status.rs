@@ -70,19 +70,30 @@ impl Node {
     /// ADD of a new pod through the chain, and its cache entry as libcni 1.1 writes it (the
     /// netns only in the result's interfaces).
     fn add_pod(&self) -> Pod {
+        self.add_pod_to(&self.conflist(), false)
+    }
+
+    /// ADD of a new pod through `list`, and its cache entry as libcni writes it: the netns
+    /// only in the result's interfaces (libcni 1.1), or also in the entry (`netns_key`, 1.2+).
+    fn add_pod_to(&self, list: &Value, netns_key: bool) -> Pod {
         let ns = Netns::new("pod");
         let cid = container_id();
-        let result = Chain::new(&self.ns, &self.conflist(), &cid, &ns, "eth0").add();
-        let entry = json!({
+        let result = Chain::new(&self.ns, list, &cid, &ns, "eth0").add();
+        let network = list["name"].as_str().unwrap();
+        let mut entry = json!({
             "kind": "cniCacheV1", "containerId": cid, "config": "", "ifName": "eth0",
-            "networkName": "pods", "result": result,
+            "networkName": network, "result": result,
         });
-        self.write_cache("pods", &cid, &entry);
+        if netns_key {
+            entry["netns"] = json!(ns.path());
+        }
+        self.write_cache(network, &cid, &entry);
         let ip = cni_testkit::json::addresses(&result)[0].clone();
         Pod {
             ns: Some(ns),
             cid,
             ip,
+            result,
         }
     }
 
@@ -139,6 +150,7 @@ struct Pod {
     ns: Option<Netns>,
     cid: String,
     ip: String,
+    result: Value,
 }
 
 impl Pod {
@@ -358,4 +370,80 @@ fn attachments_and_leaks() {
     assert!(text.contains("stale-allocation"), "{text}");
     drop(lost);
     drop(live);
+}
+
+/// Upstream bridge with upstream host-local: veth names are random, so they come from the
+/// cache; a veth on the bridge that nobody's result names is an orphan.
+#[test]
+fn upstream_bridge_and_a_stray_veth() {
+    let node = Node::new();
+    let up = json!({
+        "cniVersion": "1.0.0",
+        "name": "up",
+        "plugins": [{"type": "bridge", "bridge": "br-up", "isGateway": true,
+            "ipam": {"type": "host-local", "dataDir": node.data_dir(), "ranges": [[{"subnet": "10.78.0.0/24"}]]}}]
+    });
+    std::fs::write(node.conf_dir().join("20-up.conflist"), up.to_string()).unwrap();
+    let mut pod = node.add_pod_to(&up, true);
+    let netns = pod.netns();
+    let veth = pod.result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] != "br-up" && i.get("sandbox").is_none_or(|s| s == ""))
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .unwrap();
+    node.ns.sh(
+        "ip link add vstray type veth peer name vstray-p && ip link set vstray master br-up up",
+    );
+
+    let s = node.status(&[]);
+    assert_eq!(s["networks"][0]["attachments"], json!([]), "{s:#}");
+    let net = &s["networks"][1];
+    assert_eq!(net["name"], "up");
+    assert_eq!(net["ipam"]["type"], "host-local");
+    assert_eq!(
+        net["attachments"],
+        json!([{
+            "containerID": pod.cid, "ifname": "eth0", "addresses": [format!("{}/24", pod.ip)],
+            "allocated": true, "hostVeth": veth, "hostVethPresent": true, "netns": netns,
+            "netnsAlive": true, "masquerade": [], "routes": ["10.78.0.0/24"], "cached": true,
+        }]),
+        "{s:#}"
+    );
+    let stray = json!({
+        "kind": "orphan-veth", "network": "up", "containerID": null, "ifname": null,
+        "hostVeth": "vstray",
+        "detail": "vstray is a port of bridge br-up but belongs to no attachment holding an address",
+    });
+    assert_eq!(s["anomalies"], json!([stray]), "{s:#}");
+
+    // Its sandbox deleted without DEL: the netns is known from the cache entry itself.
+    drop(pod.ns.take());
+    assert!(
+        eventually(|| node.ns.link(&veth).is_none()),
+        "the veth of a deleted netns stays"
+    );
+    let s = node.status(&[]);
+    let a = &s["networks"][1]["attachments"][0];
+    assert_eq!(
+        (&a["netnsAlive"], &a["hostVethPresent"]),
+        (&json!(false), &json!(false)),
+        "{s:#}"
+    );
+    let kinds: Vec<(&str, &str)> = s["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["kind"].as_str().unwrap(), a["hostVeth"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("stale-allocation", veth.as_str()),
+            ("orphan-veth", "vstray"),
+            ("stale-cache-entry", veth.as_str()),
+        ],
+        "{s:#}"
+    );
 }
