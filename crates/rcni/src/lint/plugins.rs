@@ -44,12 +44,24 @@ pub fn check(
     let Some(versions) = &net.versions else {
         return;
     };
+    // The same refusal at both versions is reported once, at `cniVersion`.
+    let mut seen: Vec<(&str, String)> = Vec::new();
     for v in versions.all() {
         let stdin = plugin_config(net, entry, v);
-        ours(&plugin_type, at, entry, &stdin, out);
+        let mut refusals: Vec<(&str, String)> = Vec::new();
+        if let Some(msg) = ours(&plugin_type, &stdin) {
+            refusals.push((plugin_type.as_str(), msg));
+        }
         if ipam_type.as_deref() == Some("rhost-local") {
             if let Err(e) = rhost_local::parse_config(&stdin) {
-                out.push(refused("rhost-local", at, entry, &e.msg, v, versions));
+                refusals.push(("rhost-local", e.msg));
+            }
+        }
+        for r in refusals {
+            if !seen.contains(&r) {
+                let negotiated = (versions.negotiated == Some(v)).then_some(v);
+                out.push(refused(r.0, at, entry, &r.1, negotiated));
+                seen.push(r);
             }
         }
     }
@@ -185,58 +197,31 @@ pub(super) fn plugin_config(net: &Network, entry: &Map<String, Value>, v: SpecVe
     serde_json::to_vec(&Value::Object(conf)).expect("JSON values serialize")
 }
 
-/// Our main and chained plugins, through their parsers.
-fn ours(
-    plugin_type: &str,
-    at: &str,
-    entry: &Map<String, Value>,
-    stdin: &[u8],
-    out: &mut Vec<Finding>,
-) {
+/// Our main and chained plugins, through their parsers: the refusal, if any.
+fn ours(plugin_type: &str, stdin: &[u8]) -> Option<String> {
     let err = match plugin_type {
         "rbridge" => rbridge::parse_config(stdin).err(),
         "rmasq" => rmasq::parse_config(stdin).err(),
         "rroutes" => rroutes::parse_config(stdin).err(),
         _ => None,
     };
-    if let Some(e) = err {
-        let v = SpecVersion::parse(
-            serde_json::from_slice::<Value>(stdin)
-                .ok()
-                .and_then(|c| c["cniVersion"].as_str().map(String::from))
-                .as_deref()
-                .unwrap_or(""),
-        )
-        .unwrap_or(SpecVersion::V0_1_0);
-        out.push(refused(
-            plugin_type,
-            at,
-            entry,
-            &e.msg,
-            v,
-            &Versions {
-                base: v,
-                negotiated: None,
-            },
-        ));
-    }
+    err.map(|e| e.msg)
 }
 
-/// A plugin's refusal, at the JSON path its message names.
+/// A plugin's refusal, at the JSON path its message names; `negotiated` when only the version
+/// taken from `cniVersions` is refused.
 fn refused(
     plugin: &str,
     at: &str,
     entry: &Map<String, Value>,
     msg: &str,
-    v: SpecVersion,
-    versions: &Versions,
+    negotiated: Option<SpecVersion>,
 ) -> Finding {
     let msg = msg.strip_prefix("invalid network config: ").unwrap_or(msg);
     let path = locate(entry, msg).map_or_else(|| at.to_string(), |p| Network::path(at, &p));
-    let when = if versions.negotiated == Some(v) {
-        format!(" at cniVersion {v} (from cniVersions)")
-    } else {
-        String::new()
+    let when = match negotiated {
+        Some(v) => format!(" at cniVersion {v} (from cniVersions)"),
+        None => String::new(),
     };
     Finding::error(path, format!("{plugin} refuses this config{when}: {msg}"))
 }

@@ -326,3 +326,26 @@ fn the_shipped_conflists_pass() {
     }
     assert!(n >= 4, "only {n} conflists in {}", root.display());
 }
+
+#[test]
+fn a_refusal_at_both_versions_is_reported_once() {
+    let mut c = good();
+    c["cniVersions"] = json!(["1.0.0", "1.1.0"]);
+    c["plugins"].as_array_mut().unwrap().truncate(3);
+    c["plugins"][0]["mtu"] = json!(20);
+    let m = only(&lint_json(c), Severity::Error, "plugins[0].mtu");
+    assert!(m.starts_with("rbridge refuses this config: mtu 20"), "{m}");
+    // Only the version of cniVersion refuses: said without "from cniVersions".
+    let mut c = good();
+    c["cniVersion"] = json!("0.2.0");
+    c["cniVersions"] = json!(["0.2.0", "1.0.0"]);
+    c["plugins"] = json!([{"type": "rbridge", "ipam": {"type": "rhost-local",
+        "ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.2.0.0/24"}]]}}]);
+    let m = only(&lint_json(c), Severity::Error, "plugins[0]");
+    assert!(
+        m.starts_with(
+            "rhost-local refuses this config: cniVersion 0.2.0 results hold one address per family"
+        ),
+        "{m}"
+    );
+}
