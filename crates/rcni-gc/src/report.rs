@@ -78,7 +78,7 @@ impl Held {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.addresses.is_empty()
             && self.veths.is_empty()
             && self.masquerade.is_empty()

@@ -100,6 +100,8 @@ enum Cmd {
         inputs: InputArgs,
         #[command(flatten)]
         kube: KubeArgs,
+        #[command(flatten)]
+        gc: agent::gc::GcArgs,
     },
 }
 
@@ -369,6 +371,7 @@ fn run(cli: Cli) -> Result<()> {
             metrics_addr,
             log_format,
             uninstall,
+            gc,
         } => {
             init_logging(&log_format);
             let src = src_dir(&src)?;
@@ -398,6 +401,7 @@ fn run(cli: Cli) -> Result<()> {
                 resync,
                 routes: !no_routes,
                 uninstall,
+                gc,
             })
         }
     }

@@ -180,6 +180,7 @@ fn daemonset_runs_on_every_node_with_what_it_needs() {
         [
             "/etc/cni/net.d",
             "/opt/cni/bin",
+            "/run/containerd",
             "/var/lib/cni",
             "/var/lib/rcni"
         ]

@@ -28,6 +28,11 @@ pub struct RangeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NetworkLabels {
     pub network: String,
 }
@@ -45,6 +50,10 @@ pub struct Metrics {
     pub installs: Counter,
     pub nodes: Gauge,
     pub routes: Gauge,
+    /// What garbage collection reclaimed, by kind (attachment, address, veth, ...).
+    pub gc_reclaimed: Family<KindLabels, Counter>,
+    pub gc_runs: Counter,
+    pub gc_last_run: Gauge<f64, AtomicU64>,
     ipam_used: Family<RangeLabels, Gauge>,
     ipam_free: Family<RangeLabels, Gauge<f64, AtomicU64>>,
     attachments: Family<NetworkLabels, Gauge>,
@@ -68,6 +77,9 @@ impl Metrics {
             installs: Counter::default(),
             nodes: Gauge::default(),
             routes: Gauge::default(),
+            gc_reclaimed: Family::default(),
+            gc_runs: Counter::default(),
+            gc_last_run: Gauge::default(),
             ipam_used: Family::default(),
             ipam_free: Family::default(),
             attachments: Family::default(),
@@ -104,6 +116,21 @@ impl Metrics {
             "host_routes",
             "Routes to other nodes' podCIDRs installed",
             m.routes.clone(),
+        );
+        r.register(
+            "gc_reclaimed",
+            "What garbage collection reclaimed from attachments the runtime no longer knows, by kind",
+            m.gc_reclaimed.clone(),
+        );
+        r.register(
+            "gc_runs",
+            "Garbage collections completed",
+            m.gc_runs.clone(),
+        );
+        r.register(
+            "gc_last_run_timestamp_seconds",
+            "Unix time of the last completed garbage collection",
+            m.gc_last_run.clone(),
         );
         r.register(
             "ipam_addresses_used",

@@ -6,7 +6,9 @@
 //!
 //! - `table`: nodes → wanted routes, one event at a time (pure).
 //! - `metrics`, `http`: `/metrics`, `/healthz`, `/readyz`.
+//! - `gc`: periodic garbage collection from the container runtime's truth.
 
+pub mod gc;
 mod http;
 pub mod metrics;
 pub mod table;
@@ -52,6 +54,7 @@ pub struct Options {
     pub resync: Duration,
     pub routes: bool,
     pub uninstall: bool,
+    pub gc: gc::GcArgs,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -83,6 +86,16 @@ impl Agent {
         }
         if opts.mtu.is_none() && !opts.uninstall {
             opts.mtu = detect_mtu().await;
+        }
+        if !opts.uninstall {
+            let layout = &opts.installer.layout;
+            let g = gc::Gc {
+                args: opts.gc.clone(),
+                conf_dir: layout.conf_dir.clone(),
+                bin_dir: layout.bin_dir.clone(),
+                state_dir: layout.state_dir.clone(),
+            };
+            gc::spawn(g, shared.clone());
         }
         let routes = match opts.routes && !opts.uninstall {
             true => Some(NodeRoutes::open()?),
