@@ -103,7 +103,26 @@ fn gather(
             )),
         }
     }
+    merge_old_format(&mut atts);
     (atts, reserved)
+}
+
+/// A reservation in host-local's old format (no ifname) belongs to every interface of its
+/// container, as upstream treats it: it goes to the container's attachment when there is one.
+fn merge_old_format(atts: &mut BTreeMap<Key, Attachment>) {
+    let old: Vec<Key> = atts.keys().filter(|(_, i)| i.is_none()).cloned().collect();
+    for key in old {
+        let target = atts
+            .keys()
+            .find(|(cid, i)| *cid == key.0 && i.is_some())
+            .cloned();
+        if let Some(target) = target {
+            let from = atts.remove(&key).expect("listed above");
+            let to = atts.get_mut(&target).expect("listed above");
+            to.allocated |= from.allocated;
+            to.addresses.extend(from.addresses);
+        }
+    }
 }
 
 fn entry<'a>(
@@ -189,4 +208,32 @@ fn ranges(conf: &NetworkConf, reserved: &[IpAddr]) -> Vec<RangeUse> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_format_reservations_go_to_their_containers_attachment() {
+        let mut atts = BTreeMap::new();
+        entry(&mut atts, "c1", None).allocated = true;
+        entry(&mut atts, "c1", None)
+            .addresses
+            .push("10.1.0.2/24".into());
+        entry(&mut atts, "c1", Some("eth0")).cached = true;
+        entry(&mut atts, "c2", None).allocated = true;
+        merge_old_format(&mut atts);
+        let keys: Vec<&Key> = atts.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                &("c1".to_string(), Some("eth0".to_string())),
+                &("c2".to_string(), None)
+            ]
+        );
+        let a = &atts[&("c1".to_string(), Some("eth0".to_string()))];
+        assert!(a.allocated && a.cached);
+        assert_eq!(a.addresses, ["10.1.0.2/24"]);
+    }
 }
