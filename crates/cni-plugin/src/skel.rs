@@ -407,6 +407,13 @@ fn version_info(stdin: &[u8]) -> Outcome {
     }
 }
 
+/// The Call [`execute`] would hand the plugin for `verb`, with logging off, and nothing run:
+/// for tools that feed an input through a plugin's real parsers (the fuzz targets in fuzz/).
+pub fn parse_call(verb: Verb, env: &CniEnv, stdin: &[u8]) -> Result<Call> {
+    let conf = NetConf::from_slice(stdin)?;
+    prepare(verb, env, stdin, conf, Logger::new("", None, None))
+}
+
 /// Checks the environment for `verb` as the upstream skel does and builds the Call.
 fn prepare(verb: Verb, env: &CniEnv, stdin: &[u8], conf: NetConf, logger: Logger) -> Result<Call> {
     let version = conf.version()?;

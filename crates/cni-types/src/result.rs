@@ -191,6 +191,18 @@ struct LegacyRoute {
     gw: Option<IpAddr>,
 }
 
+/// The top-level keys of each wire shape. An unknown key kept from a result read in the other
+/// shape (a 0.2.0 result's `ips`, say) is dropped when writing a shape that has a field by that
+/// name: it would stand in for that field, or (unparsable) make the result unreadable.
+const CURRENT_KEYS: [&str; 5] = ["cniVersion", "interfaces", "ips", "routes", "dns"];
+const LEGACY_KEYS: [&str; 4] = ["cniVersion", "ip4", "ip6", "dns"];
+
+fn without_keys(extra: &Extra, keys: &[&str]) -> Extra {
+    let mut extra = extra.clone();
+    extra.retain(|k, _| !keys.contains(&k.as_str()));
+    extra
+}
+
 fn decode_err(what: &str, e: impl std::fmt::Display) -> CniError {
     CniError::new(DECODING_FAILURE, format!("cannot decode {what}: {e}"))
 }
@@ -236,6 +248,15 @@ impl CniResult {
     pub fn to_value(&self, version: SpecVersion) -> Result<Value> {
         let body = if version.is_legacy() {
             serde_json::to_value(self.to_legacy()?)
+        } else if self
+            .extra
+            .keys()
+            .any(|k| CURRENT_KEYS.contains(&k.as_str()))
+        {
+            serde_json::to_value(CniResult {
+                extra: without_keys(&self.extra, &CURRENT_KEYS),
+                ..self.clone()
+            })
         } else {
             serde_json::to_value(self)
         }
@@ -287,7 +308,7 @@ impl CniResult {
             ip4,
             ip6,
             dns: self.dns.clone(),
-            extra: self.extra.clone(),
+            extra: without_keys(&self.extra, &LEGACY_KEYS),
         })
     }
 

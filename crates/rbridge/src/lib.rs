@@ -17,6 +17,9 @@ mod add;
 mod check;
 mod config;
 mod del;
+/// Not an API: for the fuzz targets in fuzz/.
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod inspect;
 mod ipam;

@@ -11,6 +11,9 @@
 //! The crate's only public items are the plugin ([`HostLocal`], [`INFO`]) that `main.rs` runs.
 
 mod config;
+/// Not an API: for the fuzz targets in fuzz/.
+#[doc(hidden)]
+pub mod fuzzing;
 mod inspect;
 mod ipam;
 mod netdir;

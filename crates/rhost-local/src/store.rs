@@ -63,6 +63,7 @@ use crate::testhook::point;
 mod index;
 
 pub(crate) use index::Rebuilt;
+pub use index::{key_file, parse_key_file};
 
 pub const LOCK_FILE: &str = "lock";
 pub const META_DIR: &str = ".rhost-local";

@@ -25,6 +25,9 @@
 mod backend;
 mod class;
 mod fingerprint;
+/// Not an API: for the fuzz targets in fuzz/.
+#[doc(hidden)]
+pub mod fuzzing;
 mod inspect;
 mod masq;
 mod plugin;

@@ -59,7 +59,7 @@ impl Masq {
         Ok(kind)
     }
 
-    fn classes_for(
+    pub(crate) fn classes_for(
         &self,
         backend: BackendKind,
         network: &str,

@@ -36,9 +36,9 @@ struct Raw {
 pub struct Rmasq;
 
 /// The masquerade state and what the config asks of it.
-struct Conf {
-    masq: Masq,
-    opts: Options,
+pub(crate) struct Conf {
+    pub(crate) masq: Masq,
+    pub(crate) opts: Options,
 }
 
 impl PluginConfig for Conf {
@@ -61,7 +61,7 @@ impl PluginConfig for Conf {
 }
 
 /// The pod's addresses from prevResult; code 7 if there are none.
-fn pod_addrs(prev: &CniResult) -> Result<Vec<IpNet>> {
+pub(crate) fn pod_addrs(prev: &CniResult) -> Result<Vec<IpNet>> {
     let addrs: Vec<IpNet> = prev.ips.iter().map(|ip| ip.address).collect();
     if addrs.is_empty() {
         return Err(CniError::new(

@@ -225,6 +225,41 @@ fn unknown_keys_pass_through_at_every_level() {
 }
 
 #[test]
+fn unknown_keys_never_stand_in_for_the_other_shapes_fields() {
+    // Found by fuzz/ (target `result`): unknown keys of one shape that name fields of the other
+    // became those fields on conversion, so a 0.1.0 result gained an address it did not have,
+    // and junk in them made the converted result unreadable.
+    let up = json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/16"},
+        "ips": [{"address": "192.168.0.2/24"}], "routes": "junk", "vendorTop": 1});
+    let r = CniResult::from_value(&up, SpecVersion::V0_2_0).unwrap();
+    for to in [
+        SpecVersion::V0_4_0,
+        SpecVersion::V1_0_0,
+        SpecVersion::V1_1_0,
+    ] {
+        let v = r.to_value(to).unwrap();
+        let ip = match to {
+            SpecVersion::V0_4_0 => json!({"version": "4", "address": "10.1.0.5/16"}),
+            _ => json!({"address": "10.1.0.5/16"}),
+        };
+        assert_eq!(v["ips"], json!([ip]), "{to}");
+        assert!(v.get("routes").is_none(), "{to}: {v}");
+        assert_eq!(v["vendorTop"], 1);
+        assert_eq!(CniResult::from_value(&v, to).unwrap().ips, r.ips);
+    }
+    let down = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.1.0.5/16"}],
+        "ip4": "junk", "ip6": {"ip": "fd00::9/64"}});
+    let r = CniResult::from_value(&down, SpecVersion::V1_0_0).unwrap();
+    let v = r.to_value(SpecVersion::V0_2_0).unwrap();
+    assert_eq!(v["ip4"], json!({"ip": "10.1.0.5/16"}));
+    assert!(v.get("ip6").is_none(), "{v}");
+    assert_eq!(
+        CniResult::from_value(&v, SpecVersion::V0_2_0).unwrap().ips,
+        r.ips
+    );
+}
+
+#[test]
 fn own_cni_version_wins_over_the_callers() {
     // A delegate may answer 0.2.0 under a 1.0.0 config.
     let v = json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/16"}});

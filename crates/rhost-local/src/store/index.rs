@@ -105,7 +105,11 @@ impl Store {
         Ok(stats)
     }
 
-    /// Addresses that have a regular file in the network dir (file type from readdir).
+    /// Addresses that have a regular file in the network dir (file type from readdir), named as
+    /// [`NetworkDir::ip_path`] names them: `FD00::2` beside `fd00::2` is not a second
+    /// reservation of that address, and reading it would read the other.
+    ///
+    /// [`NetworkDir::ip_path`]: crate::netdir::NetworkDir::ip_path
     fn list_ips(&self) -> Result<Vec<IpAddr>> {
         let dir = &self.net.dir;
         let entries =
@@ -113,7 +117,12 @@ impl Store {
         Ok(entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                let ip: IpAddr = name.parse().ok()?;
+                (ip.to_string() == name).then_some(ip)
+            })
             .collect())
     }
 
@@ -141,7 +150,18 @@ impl Store {
                 .map(|e| e.ip)
                 .collect());
         };
-        let Some(listed) = self.indexed_ips(&name)? else {
+        let listed = match self.indexed_ips(&name) {
+            // An index file we cannot read under a matching marker (torn by a power loss, or
+            // written by someone else) is rebuilt from the reservations, the truth, not obeyed.
+            Err(e) if self.rebuilds == 0 => {
+                self.logger
+                    .debug(format!("{}: rebuilding the index", e.msg));
+                self.rebuild(|_| true)?;
+                self.indexed_ips(&name)?
+            }
+            r => r?,
+        };
+        let Some(listed) = listed else {
             return Ok(Vec::new());
         };
         let mut verified = Vec::with_capacity(listed.len());
@@ -161,7 +181,14 @@ impl Store {
     fn indexed_ips(&self, name: &str) -> Result<Option<Vec<IpAddr>>> {
         let path = self.index().join(name);
         match fs::read_to_string(&path) {
-            Ok(text) => return Ok(Some(parse_key_file(&text))),
+            Ok(text) => {
+                return parse_key_file(&text).map(Some).ok_or_else(|| {
+                    io_err(
+                        format!("reading {}", path.display()),
+                        std::io::Error::new(ErrorKind::InvalidData, "not an index key file"),
+                    )
+                })
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
         }
@@ -194,7 +221,7 @@ impl Store {
     }
 }
 
-fn key_file(ips: &[IpAddr]) -> String {
+pub fn key_file(ips: &[IpAddr]) -> String {
     let mut s = format!("{KEYS_HEADER}\n");
     for ip in ips {
         s.push_str(&format!("{ip}\n"));
@@ -202,10 +229,12 @@ fn key_file(ips: &[IpAddr]) -> String {
     s
 }
 
-fn parse_key_file(text: &str) -> Vec<IpAddr> {
+/// The addresses of a key file; None for a file without our header (never trust what we did
+/// not write).
+pub fn parse_key_file(text: &str) -> Option<Vec<IpAddr>> {
     let mut lines = text.lines();
     if lines.next() != Some(KEYS_HEADER) {
-        return Vec::new();
+        return None;
     }
-    lines.filter_map(|l| l.trim().parse().ok()).collect()
+    Some(lines.filter_map(|l| l.trim().parse().ok()).collect())
 }

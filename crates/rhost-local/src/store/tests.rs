@@ -330,6 +330,50 @@ fn same_tick_foreign_release_is_harmless() {
 }
 
 #[test]
+fn an_unreadable_index_under_a_matching_marker_is_rebuilt_not_obeyed() {
+    // Found by fuzz/ (target rhost_local_store): a snapshot without its header failed every
+    // call on the store with an I/O error, and a key file without its header hid the owner's
+    // addresses (a retried ADD would take a second one), for as long as the marker matched.
+    let data = temp_dir("rhl-store");
+    let (a, b) = (Owner::new("a", "eth0"), Owner::new("b", "eth0"));
+    let mut s = open(&data);
+    s.reserve(ip("10.1.0.2"), &a).unwrap();
+    s.rebuild(|_| true).unwrap();
+    s.reserve(ip("10.1.0.3"), &b).unwrap();
+    s.set_owned(&b, &[ip("10.1.0.3")]).unwrap();
+    s.close().unwrap();
+    // Rewritten in place: neither directory changes, so the marker still matches.
+    let index = net(&data).join(META_DIR).join("index");
+    fs::write(index.join("b@eth0"), b"").unwrap();
+    let mut s = open(&data);
+    assert_eq!(s.owned(&b).unwrap(), [ip("10.1.0.3")]);
+    assert_eq!(s.rebuilds(), 1);
+    s.close().unwrap();
+    fs::write(index.join(SNAPSHOT), b"\0\0\0\0").unwrap();
+    let mut s = open(&data);
+    assert_eq!(s.owned(&a).unwrap(), [ip("10.1.0.2")]);
+    assert_eq!(s.rebuilds(), 1);
+}
+
+#[test]
+fn only_canonically_named_files_are_reservations() {
+    // Found by fuzz/ (target rhost_local_store): `FD00:0::2` beside `fd00::2` made the
+    // address count twice, and the owner was given it twice.
+    let data = temp_dir("rhl-store");
+    let o = Owner::new("a", "eth0");
+    fs::create_dir_all(net(&data)).unwrap();
+    for name in ["fd00::2", "FD00:0::2", "10.1.0.2", "010.1.0.2"] {
+        fs::write(net(&data).join(name), o.to_bytes()).unwrap();
+    }
+    let mut s = open(&data);
+    let all: Vec<IpAddr> = s.scan().unwrap().into_iter().map(|e| e.ip).collect();
+    assert_eq!(all, [ip("10.1.0.2"), ip("fd00::2")]);
+    let mut owned = s.owned(&o).unwrap();
+    owned.sort();
+    assert_eq!(owned, all);
+}
+
+#[test]
 fn stale_index_entries_are_verified_away() {
     let data = temp_dir("rhl-store");
     let o = Owner::new("c1", "eth0");
