@@ -9,6 +9,7 @@
 mod client;
 mod containerd;
 mod host;
+mod lifecycle;
 
 pub use client::{pod_config, sandbox_netns, Cri};
 pub use containerd::{Containerd, PAUSE_IMAGE};

@@ -34,8 +34,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 pub struct Containerd {
     node: Option<Netns>,
     dir: Option<TempDir>,
-    child: Option<Child>,
-    cri: Option<Cri>,
+    pub(super) child: Option<Child>,
+    pub(super) cri: Option<Cri>,
     created: Vec<PathBuf>,
     cgroups: Vec<PathBuf>,
     _one: MutexGuard<'static, ()>,
@@ -175,12 +175,13 @@ impl Containerd {
         });
     }
 
-    fn socket(&self) -> PathBuf {
+    /// containerd's CRI socket.
+    pub fn socket(&self) -> PathBuf {
         self.dir().join("containerd.sock")
     }
 
     /// Writes the config, starts containerd in the node namespace, imports the pause image.
-    fn launch(&mut self) {
+    pub(super) fn launch(&mut self) {
         let dir = self.dir().to_path_buf();
         let config = dir.join("config.toml");
         let (bin, conf) = (self.cni_bin_dir(), self.cni_conf_dir());
@@ -384,6 +385,10 @@ fn make_bin_dir(bin: &Path, conflist: &Value) {
         }
     }
     for ty in types {
+        // A plugin the test put there itself (e.g. one that stalls an ADD).
+        if bin.join(&ty).exists() {
+            continue;
+        }
         let target = if OURS.contains(&ty.as_str()) {
             cni_testkit::plugin_bin(&ty)
         } else {
@@ -408,6 +413,11 @@ fn build_pause_image(dir: &Path) -> PathBuf {
          busybox-static (scripts/test does)",
         busybox.display()
     );
+    let tar = dir.join("pause.tar");
+    // Built once per test; a restarted containerd imports it again.
+    if tar.is_file() {
+        return tar;
+    }
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
@@ -440,7 +450,6 @@ fn build_pause_image(dir: &Path) -> PathBuf {
         "Layers": ["layer.tar"],
     }]);
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-    let tar = dir.join("pause.tar");
     run(Command::new("tar")
         .arg("-cf")
         .arg(&tar)
