@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use cni_types::error::{CniError, Context, Result, IO_FAILURE};
+use cni_types::error::{CniError, Context, Result, DECODING_FAILURE, IO_FAILURE};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +123,18 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
             .map_err(|e| CniError::decode(format!("corrupt state file {}: {e}", path.display()))),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("cannot read", path, e)),
+    }
+}
+
+/// A state file that does not decode (torn: nothing is fsynced) reads as absent where one file
+/// must not fail the calls of every other attachment: GC's listings and the classes. Its
+/// attachment's owner entries make it an orphan that GC sweeps (the record goes with them), and
+/// the next ADD of a class writes the class's file again. Only an attachment's own record is
+/// an error when corrupt: DEL then drops it (see `Masq::teardown`).
+fn read_json_or_absent<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match read_json(path) {
+        Err(e) if e.code == DECODING_FAILURE => Ok(None),
+        r => r,
     }
 }
 
@@ -262,7 +274,7 @@ impl Locked<'_> {
             if entry.file_name().to_string_lossy().contains(".tmp") {
                 continue;
             }
-            if let Some(r) = read_json(&entry.path())? {
+            if let Some(r) = read_json_or_absent(&entry.path())? {
                 out.push(r);
             }
         }
@@ -270,7 +282,7 @@ impl Locked<'_> {
     }
 
     pub(crate) fn class(&self, id: &str) -> Result<Option<Class>> {
-        read_json(&self.class_path(id))
+        read_json_or_absent(&self.class_path(id))
     }
 
     pub(crate) fn put_class(&self, c: &Class) -> Result<()> {
@@ -314,7 +326,7 @@ impl Locked<'_> {
             if !name.ends_with(".json") {
                 continue;
             }
-            if let Some(c) = read_json::<Class>(&entry.path())? {
+            if let Some(c) = read_json_or_absent::<Class>(&entry.path())? {
                 if c.backend == backend {
                     out.push(c);
                 }
@@ -400,7 +412,8 @@ impl Locked<'_> {
                     let Some((cid, ifname)) = rest.split_once(':') else {
                         continue;
                     };
-                    if self.record(network, cid, ifname)?.is_none() {
+                    let path = self.record_path(network, cid, ifname);
+                    if read_json_or_absent::<Record>(&path)?.is_none() {
                         out.push((class_id.clone(), ip, cid.to_string(), ifname.to_string()));
                     }
                 }

@@ -134,3 +134,50 @@ fn records_round_trip() {
     drop(l);
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_corrupt_file_fails_no_listing_and_no_class_read() {
+    // Found by fuzz/ (target rmasq_state): one torn record failed every GC of its network, and
+    // one torn class file every ADD and DEL of its backend on the node.
+    let (dir, s) = store();
+    let l = s.lock().unwrap();
+    let good = Record {
+        network: "n".into(),
+        container_id: "good".into(),
+        ifname: "eth0".into(),
+        backend: BackendKind::Nftables,
+        entries: vec![Entry {
+            class: "c1".into(),
+            address: "10.1.0.5".parse().unwrap(),
+        }],
+    };
+    l.put_record(&good).unwrap();
+    l.add_owner("c1", "10.1.0.5".parse().unwrap(), "n:good:eth0")
+        .unwrap();
+    l.add_owner("c1", "10.1.0.6".parse().unwrap(), "n:torn:eth0")
+        .unwrap();
+    fs::write(
+        dir.join("attachments/n/torn:eth0"),
+        b"{\"network\":\"n\",\"cont",
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("classes")).unwrap();
+    fs::write(dir.join("classes/c1.json"), b"").unwrap();
+
+    assert_eq!(l.records("n").unwrap(), [good]);
+    let orphans = l.orphan_owners("n").unwrap();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert_eq!(
+        (orphans[0].2.as_str(), orphans[0].3.as_str()),
+        ("torn", "eth0")
+    );
+    assert_eq!(l.class("c1").unwrap(), None);
+    assert!(l.classes(BackendKind::Nftables).unwrap().is_empty());
+    // The attachment's own record is still an error: its DEL drops it.
+    assert_eq!(
+        l.record("n", "torn", "eth0").unwrap_err().code,
+        cni_types::error::DECODING_FAILURE
+    );
+    drop(l);
+    fs::remove_dir_all(dir).unwrap();
+}
