@@ -1,10 +1,10 @@
 //! Network configs and conflists as runtimes and our tools read them (the skeleton's shared
-//! keys, `rroutes sync`'s conflist, GC's valid attachments): what parses writes back to JSON
+//! keys, `rroutes sync`'s conflist, GC's valid attachments and keep-created-after): what parses writes back to JSON
 //! that parses the same, and every plugin of a conflist gets a config that parses.
 #![no_main]
 
 use cni_types::config::{NetConf, NetConfList};
-use cni_types::gc::valid_attachments;
+use cni_types::gc::{keep_created_after, valid_attachments};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -14,13 +14,14 @@ fuzz_target!(|data: &[u8]| {
         let text = serde_json::to_vec(&conf).unwrap();
         let again = NetConf::from_slice(&text).expect("a config we wrote parses");
         assert_eq!(
-            serde_json::to_value(&again).unwrap(),
-            serde_json::to_value(&conf).unwrap()
+            rcni_fuzz::no_floats(serde_json::to_value(&again).unwrap()),
+            rcni_fuzz::no_floats(serde_json::to_value(&conf).unwrap())
         );
         assert_eq!(again.version().ok(), conf.version().ok());
     }
     if let Ok(v) = serde_json::from_slice::<Value>(data) {
         let _ = valid_attachments(&v);
+        let _ = keep_created_after(&v);
     }
     let Ok(list) = NetConfList::from_slice(data) else {
         return;

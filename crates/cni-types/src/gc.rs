@@ -46,23 +46,38 @@ pub fn keep_created_after(config: &Value) -> Result<Option<std::time::SystemTime
     let Some(v) = config.get(KEEP_CREATED_AFTER) else {
         return Ok(None);
     };
-    let secs = v
-        .as_f64()
-        .filter(|s| s.is_finite() && *s >= 0.0)
+    // Checked all the way: a time past what the clock can hold is refused, not a panic.
+    v.as_f64()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+        .map(Some)
         .ok_or_else(|| {
             CniError::invalid_config(format!(
                 "{KEEP_CREATED_AFTER}: {v} is not a Unix time in seconds"
             ))
-        })?;
-    Ok(Some(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
-    ))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keep_created_after_refuses_what_the_clock_cannot_hold() {
+        // Found when fuzz/'s netconf target took this key on (its seed keep-created-after-huge):
+        // 1e19 overflowed SystemTime and 1e300 Duration, a panic of the plugin, not an error.
+        for bad in [json!(1e19), json!(1e300), json!(-1), json!("1")] {
+            let e = keep_created_after(&json!({ KEEP_CREATED_AFTER: bad })).unwrap_err();
+            assert_eq!(e.code, 7, "{bad}: {e}");
+        }
+        let t = keep_created_after(&json!({ KEEP_CREATED_AFTER: 1767225600.5 }))
+            .unwrap()
+            .unwrap();
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(since.as_millis(), 1_767_225_600_500);
+        assert_eq!(keep_created_after(&json!({})).unwrap(), None);
+    }
 
     #[test]
     fn reads_either_key_and_refuses_a_missing_list() {
