@@ -111,15 +111,21 @@ fn tool_names(runs: Vec<String>) -> Vec<String> {
 
 #[test]
 fn a_class_comes_and_goes_in_one_restore_per_family() {
+    // On a node without rules of ours the first ADD needs no iptables-save.
+    let add = ["ip6tables-restore", "iptables-restore"];
     let per_family = [
         "ip6tables-restore",
         "ip6tables-save",
         "iptables-restore",
         "iptables-save",
     ];
-    for (backend, expected) in [
-        ("iptables", per_family.to_vec()),
-        ("nftables", [&per_family[..], &["nft"]].concat()),
+    for (backend, expected_add, expected) in [
+        ("iptables", add.to_vec(), per_family.to_vec()),
+        (
+            "nftables",
+            [&add[..], &["nft"]].concat(),
+            [&per_family[..], &["nft"]].concat(),
+        ),
     ] {
         let w = World::new();
         let tools = Tools::new();
@@ -127,7 +133,7 @@ fn a_class_comes_and_goes_in_one_restore_per_family() {
         call(&w, &tools, "ADD", "c0", &conf).assert_ok();
         assert_eq!(
             tool_names(tools.take()),
-            expected,
+            expected_add,
             "{backend}: the first pod's ADD"
         );
         assert!(w.rule_count() > 0, "{backend}:\n{}", w.node.firewall());
@@ -332,4 +338,30 @@ fn iptables_legacy_changes_are_noticed_and_repaired() {
             "iptables-legacy -w -A RMASQ-FORWARD -j DROP",
         ],
     );
+}
+
+/// A class's first ADD where another class's rules are there reads them first: the shared
+/// forward chain keeps the other's accepts and is jumped to once.
+#[test]
+fn a_second_class_reads_what_is_there() {
+    let w = World::new();
+    let tools = Tools::new();
+    let first = pod(&w, "iptables", 0);
+    let mut second = w.conf("iptables", &["10.78.0.2/24", "fd78::2/64"], json!({}));
+    second["name"] = json!("others");
+    call(&w, &tools, "ADD", "c0", &first).assert_ok();
+    tools.take();
+    call(&w, &tools, "ADD", "c1", &second).assert_ok();
+    let runs = tool_names(tools.take());
+    assert!(runs.contains(&"iptables-save".to_string()), "{runs:?}");
+    let filter = w.node.sh("iptables -S FORWARD; iptables -S RMASQ-FORWARD");
+    let count = |needle: &str| filter.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("-A FORWARD -j RMASQ-FORWARD"), 1, "{filter}");
+    assert_eq!(count("-s 10.77.0.0/24"), 1, "{filter}");
+    assert_eq!(count("-s 10.78.0.0/24"), 1, "{filter}");
+    w.rmasq("CHECK", "c0", &first).assert_ok();
+    w.rmasq("CHECK", "c1", &second).assert_ok();
+    call(&w, &tools, "DEL", "c0", &first).assert_ok();
+    call(&w, &tools, "DEL", "c1", &second).assert_ok();
+    assert_eq!(w.rule_count(), 0, "{}", w.node.firewall());
 }

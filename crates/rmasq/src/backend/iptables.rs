@@ -27,6 +27,7 @@ use cni_types::error::{CniError, Result, PLUGIN_NOT_AVAILABLE};
 
 use super::forward::{applies as forward_applies, check_forward, plan_forward, FORWARD_CHAIN};
 use super::plan::{Backend, Plan};
+use super::untouched;
 use super::xtables::{cmd, in_path, missing, same_words, Batch, Saved};
 use crate::class::{BackendKind, Class};
 
@@ -111,7 +112,12 @@ pub(crate) fn apply_family(v4: bool, ensure: &[&Class], drop: &[&Class]) -> Resu
     if tables.is_empty() {
         return Ok(());
     }
-    let saved = Saved::read(v4, &tables)?;
+    // A first pod's ADD on a node without our rules needs no save (`untouched`).
+    let saved = if drop.is_empty() && untouched::nothing_of_ours(v4, &tables) {
+        Saved::empty()
+    } else {
+        Saved::read(v4, &tables)?
+    };
     let mut batch = Batch::default();
     let iptables = |c: &&&Class| c.backend == BackendKind::Iptables;
     for c in drop.iter().filter(iptables) {

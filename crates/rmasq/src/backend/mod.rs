@@ -8,6 +8,7 @@ mod iptables;
 mod nft_rules;
 mod nftables;
 mod plan;
+mod untouched;
 mod xtables;
 
 use std::process::{Command, Stdio};

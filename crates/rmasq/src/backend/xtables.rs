@@ -54,6 +54,11 @@ impl Saved {
         Ok(Saved::parse(&String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// What `iptables-save` prints where nothing is there.
+    pub(crate) fn empty() -> Saved {
+        Saved { lines: Vec::new() }
+    }
+
     fn parse(text: &str) -> Saved {
         let mut table = String::new();
         let mut lines = Vec::new();
