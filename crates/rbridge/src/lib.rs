@@ -48,6 +48,21 @@ pub const INFO: PluginInfo = PluginInfo {
 
 pub struct Bridge;
 
+/// Whether IPAM plugin `name` speaks spec 1.1.0 (its VERSION), which GC needs.
+fn ipam_has_gc(call: &Call, name: &str) -> Result<bool> {
+    let out = delegate::exec(
+        call,
+        name,
+        cni_types::Verb::Version,
+        br#"{"cniVersion":"1.1.0"}"#,
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|e| cni_types::CniError::decode(format!("{name} VERSION: {e}")))?;
+    Ok(v["supportedVersions"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|s| s == "1.1.0")))
+}
+
 impl Plugin for Bridge {
     fn add(&self, call: &Call) -> Result<CniResult> {
         add::add(call)
@@ -66,12 +81,19 @@ impl Plugin for Bridge {
         let conf: BridgeConf = call.config()?;
         let valid = call.valid_attachments()?;
         let ipam = match &conf.ipam {
-            Some(name) => Some(delegate::start(
+            Some(name) if ipam_has_gc(call, name)? => Some(delegate::start(
                 call,
                 name,
                 cni_types::Verb::Gc,
                 &call.stdin,
             )?),
+            // An IPAM plugin without GC (upstream host-local before spec 1.1.0), skipped as
+            // libcni skips such plugins: the DELs of stale attachments release its addresses.
+            Some(name) => {
+                call.logger
+                    .debug(format!("GC: IPAM {name} has none (spec 1.1.0)"));
+                None
+            }
             None => None,
         };
         let masq = if conf.ip_masq {

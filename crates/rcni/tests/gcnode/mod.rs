@@ -68,23 +68,41 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node whose pods get 10.<n>.0.0/24 and fd00:<n>::/64.
+    /// A node with the shipped chain, whose pods get 10.<n>.0.0/24 and fd00:<n>::/64.
     pub fn new(n: u8) -> Node {
+        Node::with(n, "10-rcni.conflist")
+    }
+
+    /// A node with the shipped conflist `file`, its state in the test's dir and its own subnets.
+    pub fn with(n: u8, file: &str) -> Node {
         cni_testkit::require_root();
         let dir = temp_dir("rcni-gc");
-        let text = std::fs::read_to_string(repo().join("conflists/10-rcni.conflist")).unwrap();
+        let text = std::fs::read_to_string(repo().join("conflists").join(file)).unwrap();
         let mut list: Value = serde_json::from_str(&text).unwrap();
         list["name"] = json!(NETWORK);
-        // What containerd 1.6's libcni (1.1.2) picks, and portmap's highest: results in 1.0.0.
-        list["cniVersions"] = json!(["0.3.1", "0.4.0", "1.0.0"]);
-        let plugins = list["plugins"].as_array_mut().unwrap();
-        plugins[0]["ipam"]["dataDir"] = json!(dir.join("networks"));
-        plugins[0]["ipam"]["ranges"] = json!([
-            [{"subnet": format!("10.{n}.0.0/24")}],
-            [{"subnet": format!("fd00:{n}::/64")}]
-        ]);
-        plugins[1]["stateDir"] = json!(dir.join("rmasq"));
-        plugins[1]["nonMasqueradeCIDRs"] = json!([format!("10.{n}.0.0/16")]);
+        if list.get("cniVersions").is_some() {
+            // What containerd 1.6's libcni (1.1.2) picks, and portmap's highest: 1.0.0.
+            list["cniVersions"] = json!(["0.3.1", "0.4.0", "1.0.0"]);
+        }
+        for p in list["plugins"].as_array_mut().unwrap() {
+            if let Some(ipam) = p.get_mut("ipam") {
+                ipam["dataDir"] = json!(dir.join("networks"));
+                ipam["ranges"] = json!([
+                    [{"subnet": format!("10.{n}.0.0/24")}],
+                    [{"subnet": format!("fd00:{n}::/64")}]
+                ]);
+            }
+            match p["type"].as_str() {
+                Some("rmasq") => {
+                    p["stateDir"] = json!(dir.join("rmasq"));
+                    p["nonMasqueradeCIDRs"] = json!([format!("10.{n}.0.0/16")]);
+                }
+                Some("rbridge") if p["ipMasq"] == true => {
+                    p["ipMasqStateDir"] = json!(dir.join("rmasq"));
+                }
+                _ => {}
+            }
+        }
         let node = Node {
             ns: Netns::new("gcnode"),
             dir,
@@ -148,13 +166,18 @@ impl Node {
 
     /// libcni's cache entry for `pod`, as `cacheAdd` writes it.
     pub fn cache(&self, pod: &Pod) {
+        self.cache_with_netns(pod, &pod.netns_path);
+    }
+
+    /// The cache entry, naming `netns` as the pod's (a path no longer valid, say).
+    pub fn cache_with_netns(&self, pod: &Pod, netns: &Path) {
         let entry = json!({
             "kind": "cniCacheV1",
             "containerId": pod.id,
             "config": "e30=",
             "ifName": "eth0",
             "networkName": NETWORK,
-            "netns": pod.netns_path,
+            "netns": netns,
             "cniArgs": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", "default"]],
             "result": pod.result,
         });
