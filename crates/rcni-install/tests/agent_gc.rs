@@ -214,5 +214,9 @@ fn after_a_reboot_the_first_gc_runs_at_once() {
         boot
     );
     assert!(d.log().contains("since the node booted"), "{}", d.log());
-    assert!(Path::new(&w.node.state).exists());
+    assert!(d.stop().success());
+    // Uninstalled, the agent leaves no boot id behind.
+    let d = w.start(&["--uninstall"]);
+    d.wait_ready(20);
+    assert!(!Path::new(&w.node.state).join("gc-boot-id").exists());
 }

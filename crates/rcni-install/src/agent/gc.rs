@@ -162,6 +162,11 @@ fn last_boot(state_dir: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Removes the boot id kept in the state dir (uninstall: the dir goes if nothing else is in it).
+pub fn forget_boot(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(LAST_BOOT));
+}
+
 fn save_boot(state_dir: &Path, boot: &str) -> Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;

@@ -159,6 +159,7 @@ impl Agent {
         term: &mut tokio::signal::unix::Signal,
         int: &mut tokio::signal::unix::Signal,
     ) -> Result<()> {
+        gc::forget_boot(&self.opts.installer.layout.state_dir);
         loop {
             match self.opts.installer.down(false) {
                 Ok(report) => {

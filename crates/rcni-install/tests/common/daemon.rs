@@ -70,6 +70,8 @@ impl<'a> Daemon<'a> {
             .args(["--mtu", "1450", "--metrics-addr", METRICS])
             .args(extra)
             .env("RCNI_LOG", "info,kube=warn")
+            // No collection of the machine's runtime and libcni cache; GC tests turn it on.
+            .env("RCNI_GC_INTERVAL", "off")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
         let child = cmd.spawn().expect("starting rcni-install daemon");
