@@ -162,9 +162,7 @@ impl Run<'_> {
             ..NetworkReport::default()
         };
         if net.disable_gc() {
-            report
-                .errors
-                .push("skipped: the list sets disableGC".into());
+            report.skipped = Some("the list sets disableGC".into());
             return report;
         }
         let found = match state::scan(net, &self.opts.cache_dir) {
@@ -478,6 +476,29 @@ mod tests {
             }],
         );
         assert!(file.knows(&key("s1", "eth0")) && !file.knows(&key("s1", "net1")));
+    }
+
+    #[test]
+    fn a_list_with_disable_gc_is_left_alone() {
+        let dir = cni_testkit::temp_dir("gc-disabled");
+        std::fs::write(
+            dir.join("10-n.conflist"),
+            r#"{"cniVersion":"1.1.0","name":"n","disableGC":true,"plugins":[{"type":"rbridge"}]}"#,
+        )
+        .unwrap();
+        let opts = Options {
+            conf_dir: dir.to_path_buf(),
+            bin_dirs: vec![dir.join("none")],
+            cache_dir: dir.join("cache"),
+            ..Options::default()
+        };
+        let report = collect(&opts, &Listing::from_attachments("f", vec![])).unwrap();
+        assert!(report.errors().is_empty(), "{report}");
+        let text = report.to_string();
+        assert!(
+            text.contains("left alone: the list sets disableGC"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -154,6 +154,8 @@ pub struct NetworkReport {
     /// Plugins sent GC, and those skipped with why.
     pub gc_plugins: Vec<String>,
     pub gc_skipped: Vec<(String, String)>,
+    /// Why the network was left alone, if it was.
+    pub skipped: Option<String>,
     pub errors: Vec<String>,
 }
 
@@ -212,6 +214,10 @@ impl fmt::Display for Report {
         }
         for n in &self.networks {
             writeln!(f, "network {:?} ({}):", n.name, n.file.display())?;
+            if let Some(why) = &n.skipped {
+                writeln!(f, "  left alone: {why}")?;
+                continue;
+            }
             for r in &n.reclaims {
                 let a = &r.attachment;
                 writeln!(
