@@ -116,6 +116,9 @@ impl Listing {
     }
 }
 
+/// At most this many attachments are reclaimed at once.
+const RECLAIM_THREADS: usize = 8;
+
 /// One collection through every network of `opts.conf_dir`.
 pub fn collect(opts: &Options, listing: &Listing) -> Result<Report> {
     if listing.sandboxes.as_ref().is_some_and(BTreeSet::is_empty) {
@@ -191,14 +194,36 @@ impl Run<'_> {
                 stale.push((key, e));
             }
         }
-        for (key, e) in stale {
-            report.reclaims.push(self.reclaim(net, key, e));
-        }
+        report.reclaims = self.reclaim_all(net, &stale);
         self.gc(net, &valid, &mut report);
         if !self.opts.dry_run {
             self.what_is_left(net, &mut report);
         }
         report
+    }
+
+    /// Reclaims `stale` on a few threads at once: each is a DEL through the chain, whose time is
+    /// mostly the plugins' exec and the kernel's, and the plugins lock what they share. In the
+    /// order given.
+    fn reclaim_all(&self, net: &Network, stale: &[(&Key, &Evidence)]) -> Vec<Reclaim> {
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get() * 2)
+            .clamp(1, RECLAIM_THREADS);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::with_capacity(stale.len()));
+        std::thread::scope(|s| {
+            for _ in 0..workers.min(stale.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((key, e)) = stale.get(i) else { break };
+                    let r = self.reclaim(net, key, e);
+                    done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, r)| r).collect()
     }
 
     fn reclaim(&self, net: &Network, key: &Key, e: &Evidence) -> Reclaim {

@@ -2,11 +2,11 @@
 //! the environment, the config on stdin, an error JSON on stdout when they fail. VERSION answers
 //! are asked once per plugin type and kept.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cni_types::{CniError, SpecVersion};
@@ -16,7 +16,8 @@ use serde_json::Value;
 pub struct Plugins {
     dirs: Vec<PathBuf>,
     timeout: Duration,
-    versions: RefCell<HashMap<String, Result<Vec<SpecVersion>, String>>>,
+    /// VERSION answers, shared by the threads that reclaim.
+    versions: Mutex<HashMap<String, Result<Vec<SpecVersion>, String>>>,
 }
 
 /// What a plugin is called with, beside its stdin.
@@ -34,7 +35,7 @@ impl Plugins {
         Plugins {
             dirs,
             timeout,
-            versions: RefCell::default(),
+            versions: Mutex::default(),
         }
     }
 
@@ -57,7 +58,7 @@ impl Plugins {
 
     /// The spec versions plugin `ty` says it supports (VERSION).
     pub fn versions(&self, ty: &str) -> Result<Vec<SpecVersion>, String> {
-        if let Some(v) = self.versions.borrow().get(ty) {
+        if let Some(v) = self.answers().get(ty) {
             return v.clone();
         }
         let env = Env {
@@ -79,10 +80,14 @@ impl Plugins {
                     .collect())
             })
             .map_err(|e| format!("{ty} VERSION: {e}"));
-        self.versions
-            .borrow_mut()
-            .insert(ty.to_string(), answer.clone());
+        self.answers().insert(ty.to_string(), answer.clone());
         answer
+    }
+
+    fn answers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Result<Vec<SpecVersion>, String>>> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs plugin `ty`: its stdout on success, its error (message and code) on failure.

@@ -17,6 +17,10 @@ pub struct Args {
     pub cluster: Vec<usize>,
     /// Only those.
     pub cluster_only: bool,
+    /// Attachments on the node GC is measured on, half stale (0: none).
+    pub gc: usize,
+    /// Only that.
+    pub gc_only: bool,
     /// Where the chains keep their IPAM and masquerade state (default: the temporary dir).
     pub state_dir: Option<PathBuf>,
 }
@@ -37,6 +41,8 @@ pub fn parse_args() -> Args {
         scale: vec![10, 250, 1000],
         cluster: vec![500, 5000],
         cluster_only: false,
+        gc: 1000,
+        gc_only: false,
         state_dir: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +65,10 @@ pub fn parse_args() -> Args {
                     .map(|s| s.parse().expect("--scale A,B,C or none"))
                     .collect()
             }
+            "--gc" | "--gc-only" => {
+                a.gc_only = argv[i] == "--gc-only";
+                a.gc = next().parse().expect("--gc N");
+            }
             "--cluster" | "--cluster-only" => {
                 a.cluster_only = argv[i] == "--cluster-only";
                 a.cluster = next()
@@ -73,10 +83,11 @@ pub fn parse_args() -> Args {
                 a.storm = 30;
                 a.scale = vec![10, 100];
                 a.cluster = vec![100, 500];
+                a.gc = 100;
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--empty N|0] [--empty-only N] [--storm N|0] [--scale A,B|none] [--cluster A,B|none] [--cluster-only A,B] [--quick] [--state-dir DIR]"),
+            other => panic!("unknown argument {other}; usage: rcni-bench [--runs N] [--empty N|0] [--empty-only N] [--storm N|0] [--scale A,B|none] [--cluster A,B|none] [--cluster-only A,B] [--gc N|0] [--gc-only N] [--quick] [--state-dir DIR]"),
         }
         i += 2;
     }

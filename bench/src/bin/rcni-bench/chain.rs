@@ -85,6 +85,12 @@ pub struct Pod {
     result: Value,
 }
 
+impl Pod {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl Bench {
     pub fn new(which: Which) -> Bench {
         let state = match STATE_BASE.get() {
@@ -101,6 +107,16 @@ impl Bench {
             _state: state,
             next: 0,
         }
+    }
+
+    /// The conflist the chain runs.
+    pub fn conflist(&self) -> &Value {
+        &self.list
+    }
+
+    /// The node namespace the plugins run in.
+    pub fn node_path(&self) -> std::path::PathBuf {
+        self._node.path()
     }
 
     pub fn pods(&mut self, n: usize) -> Vec<(Netns, String)> {

@@ -16,6 +16,7 @@ mod chain;
 mod cluster;
 mod empty;
 mod floor;
+mod gc;
 mod measure;
 mod stats;
 mod table;
@@ -99,6 +100,10 @@ fn main() {
         table::print(&cluster_rows(&args.cluster));
         return;
     }
+    if args.gc_only {
+        table::print(&gc::gc_rows(args.gc));
+        return;
+    }
     let (mut rows, o, u, (floor_add, floor_del)) = single_pod(args.runs);
     if args.empty > 0 {
         rows.extend(empty::empty_rows(args.empty));
@@ -115,6 +120,9 @@ fn main() {
     }
     if !args.cluster.is_empty() {
         rows.extend(cluster_rows(&args.cluster));
+    }
+    if args.gc > 0 {
+        rows.extend(gc::gc_rows(args.gc));
     }
     rows.extend(table::rss_rows("ADD", &o.add_rss, &u.add_rss));
     rows.extend(table::rss_rows("DEL", &o.del_rss, &u.del_rss));
