@@ -87,6 +87,8 @@ fn agent(w: &World) -> Child {
         .args(["--node-name", "node-00000", "--cluster-cidr", "10.0.0.0/8"])
         .args(["--mtu", "1450", "--metrics-addr", METRICS])
         .env("RCNI_LOG", "warn")
+        // Routes only: no runtime to collect from here.
+        .env("RCNI_GC_INTERVAL", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
