@@ -115,7 +115,7 @@ pub struct Bind<'a> {
 
 /// The DaemonSet's container: the image's entrypoint with `args: ["daemon"]`, `env`, the
 /// mounts, and its securityContext (root, no privilege escalation, read-only root filesystem,
-/// every capability dropped but NET_ADMIN); its log at `log_path` below the pod's log dir.
+/// every capability dropped but NET_ADMIN, SYS_ADMIN and SYS_CHROOT); its log at `log_path` below the pod's log dir.
 pub fn agent_container(name: &str, env: &[(&str, &str)], binds: &[Bind]) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -147,7 +147,9 @@ pub fn agent_container(name: &str, env: &[(&str, &str)], binds: &[Bind]) -> Cont
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 capabilities: Some(Capability {
-                    add_capabilities: vec!["NET_ADMIN".to_string()],
+                    add_capabilities: ["NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT"]
+                        .map(String::from)
+                        .to_vec(),
                     drop_capabilities: vec!["ALL".to_string()],
                     ..Default::default()
                 }),
@@ -175,10 +177,11 @@ pub fn container_log(path: &Path) -> String {
     }
 }
 
+/// The DaemonSet's `hostNetwork` and `hostPID`.
 fn node_network() -> NamespaceOption {
     NamespaceOption {
         network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
+        pid: NamespaceMode::Node as i32,
         ipc: NamespaceMode::Pod as i32,
         ..Default::default()
     }

@@ -103,6 +103,7 @@ impl Node {
             // The plugins, run by containerd on the node, keep their state in the test's dir.
             ("RCNI_PLUGIN_STATE_DIR", plugin_state.as_str()),
             ("RCNI_UNINSTALL", if uninstall { "true" } else { "false" }),
+            ("RCNI_GC_MOUNT_NS", "/proc/1/ns/mnt"),
         ];
         let (bin, conf, state) = (
             self.h.cni_bin_dir(),

@@ -50,6 +50,10 @@ pub struct Options {
     pub dry_run: bool,
     /// How long one plugin call may take.
     pub plugin_timeout: Duration,
+    /// A mount namespace to run the plugins in (e.g. `/proc/1/ns/mnt`, the node's, seen from a
+    /// container with the host's PID namespace): there they find the node's own tools and
+    /// libraries (iptables, nft, upstream plugins' libc), as when the runtime runs them.
+    pub mount_ns: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             grace: Duration::from_secs(120),
             dry_run: false,
             plugin_timeout: Duration::from_secs(60),
+            mount_ns: None,
         }
     }
 }
@@ -130,7 +135,12 @@ pub fn collect(opts: &Options, listing: &Listing) -> Result<Report> {
     }
     let (networks, warnings) = conf::load(&opts.conf_dir)
         .map_err(|e| anyhow::anyhow!("reading the conf dir {}: {e}", opts.conf_dir.display()))?;
-    let plugins = Plugins::new(opts.bin_dirs.clone(), opts.plugin_timeout);
+    let mut plugins = Plugins::new(opts.bin_dirs.clone(), opts.plugin_timeout);
+    if let Some(ns) = &opts.mount_ns {
+        plugins
+            .in_mount_ns(ns)
+            .map_err(|e| anyhow::anyhow!("opening the mount namespace {}: {e}", ns.display()))?;
+    }
     let since = listing
         .taken_at
         .checked_sub(opts.grace + COARSE_CLOCK)

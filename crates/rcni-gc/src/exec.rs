@@ -18,6 +18,8 @@ pub struct Plugins {
     timeout: Duration,
     /// VERSION answers, shared by the threads that reclaim.
     versions: Mutex<HashMap<String, Result<Vec<SpecVersion>, String>>>,
+    /// The mount namespace plugins run in, if not ours.
+    mount_ns: Option<std::fs::File>,
 }
 
 /// What a plugin is called with, beside its stdin.
@@ -36,7 +38,14 @@ impl Plugins {
             dirs,
             timeout,
             versions: Mutex::default(),
+            mount_ns: None,
         }
+    }
+
+    /// Plugins run in the mount namespace of the file `ns` (a `/proc/PID/ns/mnt`).
+    pub fn in_mount_ns(&mut self, ns: &std::path::Path) -> std::io::Result<()> {
+        self.mount_ns = Some(std::fs::File::open(ns)?);
+        Ok(())
     }
 
     fn find(&self, ty: &str) -> Result<PathBuf, String> {
@@ -93,7 +102,24 @@ impl Plugins {
     /// Runs plugin `ty`: its stdout on success, its error (message and code) on failure.
     pub fn run(&self, ty: &str, env: &Env, stdin: &[u8]) -> Result<Vec<u8>, String> {
         let bin = self.find(ty)?;
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(ns) = &self.mount_ns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: between fork and exec the child only makes the setns(2) system call
+            // (async-signal-safe) on a descriptor the parent keeps open; the child is single
+            // threaded, as joining a mount namespace requires.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .env("CNI_COMMAND", env.command)
             .env("CNI_CONTAINERID", &env.container_id)
             .env("CNI_NETNS", &env.netns)
@@ -216,5 +242,50 @@ mod tests {
             .contains("not a plugin name"));
         let e = p.run("hangs", &env, b"").unwrap_err();
         assert!(e.contains("did not finish"), "{e}");
+    }
+
+    /// A plugin run in another mount namespace sees that namespace's files (the node's tools,
+    /// from a container), and the run fails when the namespace cannot be joined.
+    #[test]
+    fn plugins_run_in_the_mount_namespace_given() {
+        let dir = cni_testkit::temp_dir("gc-mntns");
+        let seen = dir.join("seen");
+        std::fs::create_dir(&seen).unwrap();
+        script(
+            &dir,
+            "look",
+            &format!("cat {}/marker 2>/dev/null || echo none", seen.display()),
+        );
+        // A mount namespace where `seen` holds a marker that ours does not have.
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs none {0} && echo inside > {0}/marker && exec sleep 60",
+                seen.display()
+            ))
+            .spawn()
+            .expect("unshare (util-linux)");
+        let ns = PathBuf::from(format!("/proc/{}/ns/mnt", holder.id()));
+        let in_holder = PathBuf::from(format!(
+            "/proc/{}/root{}/marker",
+            holder.id(),
+            seen.display()
+        ));
+        assert!(
+            cni_testkit::eventually(|| in_holder.exists()),
+            "the holder's mount"
+        );
+        let mut p = Plugins::new(vec![dir.to_path_buf()], Duration::from_secs(5));
+        let ours = p.run("look", &Env::default(), b"").unwrap();
+        assert_eq!(String::from_utf8_lossy(&ours).trim(), "none");
+        p.in_mount_ns(&ns).unwrap();
+        let theirs = p.run("look", &Env::default(), b"").unwrap();
+        assert_eq!(String::from_utf8_lossy(&theirs).trim(), "inside");
+        let _ = holder.kill();
+        let _ = holder.wait();
+        // A file that is no namespace: the plugin is not run.
+        p.in_mount_ns(&dir.join("look")).unwrap();
+        let e = p.run("look", &Env::default(), b"").unwrap_err();
+        assert!(e.contains("cannot run"), "{e}");
     }
 }

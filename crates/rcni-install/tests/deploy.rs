@@ -151,13 +151,15 @@ fn daemonset_runs_on_every_node_with_what_it_needs() {
         ds["spec"]["template"]["metadata"]["labels"]
     );
     assert_eq!(spec["hostNetwork"], true);
+    // GC joins the node's mount namespace through /proc/1.
+    assert_eq!(spec["hostPID"], true);
     // Every taint, NoExecute included.
     assert_eq!(spec["tolerations"], json!([{"operator": "Exists"}]));
     let c = &spec["containers"][0];
     assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
     assert_eq!(
         c["securityContext"]["capabilities"],
-        json!({"drop": ["ALL"], "add": ["NET_ADMIN"]})
+        json!({"drop": ["ALL"], "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT"]})
     );
     assert_ne!(c["securityContext"]["privileged"], true);
     // Each host directory mounted at its own path, so the manifest of installed files is valid

@@ -40,6 +40,11 @@ pub struct GcArgs {
     /// libcni's cache dir, the runtime's (its entries are in results/).
     #[arg(long, env = "RCNI_CNI_CACHE_DIR", default_value = rcni_gc::DEFAULT_CACHE_DIR)]
     pub cni_cache_dir: PathBuf,
+    /// Run the plugins in this mount namespace, e.g. /proc/1/ns/mnt: the node's, from a
+    /// container with the host's PID namespace (the DaemonSet), so that they find the node's
+    /// iptables, nft and libc as when the runtime runs them [default: the agent's own].
+    #[arg(long, env = "RCNI_GC_MOUNT_NS")]
+    pub gc_mount_ns: Option<PathBuf>,
 }
 
 /// `--gc-interval`: a duration, or off.
@@ -124,6 +129,7 @@ fn collect(gc: &Gc) -> Result<(rcni_gc::Counts, Vec<String>)> {
         bin_dirs: vec![gc.bin_dir.clone()],
         cache_dir: gc.args.cni_cache_dir.clone(),
         grace: gc.args.gc_grace,
+        mount_ns: gc.args.gc_mount_ns.clone(),
         ..rcni_gc::Options::default()
     };
     let report = rcni_gc::collect(&opts, &listing)?;
