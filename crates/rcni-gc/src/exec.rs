@@ -99,10 +99,9 @@ impl Plugins {
         self.versions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs plugin `ty`: its stdout on success, its error (message and code) on failure.
-    pub fn run(&self, ty: &str, env: &Env, stdin: &[u8]) -> Result<Vec<u8>, String> {
-        let bin = self.find(ty)?;
-        let mut command = Command::new(&bin);
+    /// A command for plugin binary `bin`, in the mount namespace asked for.
+    fn command(&self, bin: &std::path::Path) -> Command {
+        let mut command = Command::new(bin);
         if let Some(ns) = &self.mount_ns {
             use std::os::fd::AsRawFd;
             use std::os::unix::process::CommandExt;
@@ -119,6 +118,13 @@ impl Plugins {
                 });
             }
         }
+        command
+    }
+
+    /// Runs plugin `ty`: its stdout on success, its error (message and code) on failure.
+    pub fn run(&self, ty: &str, env: &Env, stdin: &[u8]) -> Result<Vec<u8>, String> {
+        let bin = self.find(ty)?;
+        let mut command = self.command(&bin);
         let mut child = command
             .env("CNI_COMMAND", env.command)
             .env("CNI_CONTAINERID", &env.container_id)

@@ -23,29 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install the plugins and the conflist once, then sync routes (`rroutes sync`).
-    Up {
-        /// Directory holding the plugin binaries to install [default: this program's directory].
-        #[arg(long, env = "RCNI_SRC_DIR")]
-        src_dir: Option<PathBuf>,
-        /// Directory holding the upstream plugins the conflist chains (portmap), installed where
-        /// the bin dir has none [default: --src-dir].
-        #[arg(long, env = "RCNI_UPSTREAM_DIR")]
-        upstream_dir: Option<PathBuf>,
-        /// Do not run `rroutes sync`.
-        #[arg(long)]
-        no_routes: bool,
-        /// Print what would be done; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        layout: LayoutArgs,
-        #[command(flatten)]
-        inputs: InputArgs,
-        #[command(flatten)]
-        source: SourceArgs,
-        #[command(flatten)]
-        kube: KubeArgs,
-    },
+    Up(UpArgs),
     /// Remove what `up` or `daemon` installed (per the manifest in the state dir), nothing else.
     Down {
         /// Do not remove the routes `rroutes sync` installed (e.g. rroutes no longer runs).
@@ -69,40 +47,68 @@ enum Cmd {
     /// In a cluster (the DaemonSet): watch the Node API, keep this node's conflist and the
     /// plugins installed and the routes to the other nodes in step as nodes join, change and
     /// leave; serve /metrics, /healthz and /readyz.
-    Daemon {
-        /// Directory holding the plugin binaries to install [default: this program's directory].
-        #[arg(long, env = "RCNI_SRC_DIR")]
-        src_dir: Option<PathBuf>,
-        /// Directory holding the upstream plugins the conflist chains (portmap), installed where
-        /// the bin dir has none [default: --src-dir].
-        #[arg(long, env = "RCNI_UPSTREAM_DIR")]
-        upstream_dir: Option<PathBuf>,
-        /// Do not program routes to other nodes.
-        #[arg(long)]
-        no_routes: bool,
-        /// How often the routes and installed files are checked against what the agent knows,
-        /// repairing what someone removed (no API call; e.g. 5m, 30s).
-        #[arg(long, env = "RCNI_RESYNC", default_value = "5m", value_parser = parse_duration)]
-        resync: Duration,
-        /// Address of /metrics, /healthz and /readyz; "off" for none.
-        #[arg(long, env = "RCNI_METRICS_ADDR", default_value = agent::DEFAULT_ADDR)]
-        metrics_addr: String,
-        /// Log format: text or json.
-        #[arg(long, env = "RCNI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-        log_format: String,
-        /// Run `down` instead, then idle: how the DaemonSet cleans every node before deletion.
-        #[arg(long, env = "RCNI_UNINSTALL", action = clap::ArgAction::SetTrue,
-              value_parser = clap::builder::BoolishValueParser::new())]
-        uninstall: bool,
-        #[command(flatten)]
-        layout: LayoutArgs,
-        #[command(flatten)]
-        inputs: InputArgs,
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        gc: agent::gc::GcArgs,
-    },
+    Daemon(DaemonArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Directory holding the plugin binaries to install [default: this program's directory].
+    #[arg(long, env = "RCNI_SRC_DIR")]
+    src_dir: Option<PathBuf>,
+    /// Directory holding the upstream plugins the conflist chains (portmap), installed where
+    /// the bin dir has none [default: --src-dir].
+    #[arg(long, env = "RCNI_UPSTREAM_DIR")]
+    upstream_dir: Option<PathBuf>,
+    /// Do not run `rroutes sync`.
+    #[arg(long)]
+    no_routes: bool,
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// Directory holding the plugin binaries to install [default: this program's directory].
+    #[arg(long, env = "RCNI_SRC_DIR")]
+    src_dir: Option<PathBuf>,
+    /// Directory holding the upstream plugins the conflist chains (portmap), installed where
+    /// the bin dir has none [default: --src-dir].
+    #[arg(long, env = "RCNI_UPSTREAM_DIR")]
+    upstream_dir: Option<PathBuf>,
+    /// Do not program routes to other nodes.
+    #[arg(long)]
+    no_routes: bool,
+    /// How often the routes and installed files are checked against what the agent knows,
+    /// repairing what someone removed (no API call; e.g. 5m, 30s).
+    #[arg(long, env = "RCNI_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    resync: Duration,
+    /// Address of /metrics, /healthz and /readyz; "off" for none.
+    #[arg(long, env = "RCNI_METRICS_ADDR", default_value = agent::DEFAULT_ADDR)]
+    metrics_addr: String,
+    /// Log format: text or json.
+    #[arg(long, env = "RCNI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Run `down` instead, then idle: how the DaemonSet cleans every node before deletion.
+    #[arg(long, env = "RCNI_UNINSTALL", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    uninstall: bool,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    gc: agent::gc::GcArgs,
 }
 
 #[derive(Args)]
@@ -301,46 +307,7 @@ fn print_warnings(warnings: &[String]) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Up {
-            layout,
-            inputs,
-            source,
-            kube,
-            src_dir: src,
-            upstream_dir,
-            no_routes,
-            dry_run,
-        } => {
-            let layout = layout.layout()?;
-            let (mut inputs, mut warnings) = resolve(&inputs, &source, &kube)?;
-            let src = src_dir(&src)?;
-            let installer = Installer::new(layout.clone(), dry_run);
-            let upstream = upstream_wanted(
-                &layout,
-                upstream_dir.as_deref().unwrap_or(&src),
-                installer.load_manifest()?.as_ref(),
-                &mut warnings,
-            );
-            inputs.portmap_versions = portmap_versions(&layout.bin_dir, &upstream, &mut warnings);
-            let text = inputs.render();
-            print_warnings(&warnings);
-            let mut plan = Plan::new(&layout, &src, &upstream, &text, !no_routes)?;
-            if no_routes {
-                plan.routes = None;
-            }
-            let report = installer.up(&plan)?;
-            print_report(&report);
-            if dry_run {
-                println!(
-                    "rcni-install: conflist {}:",
-                    layout.conflist_path().display()
-                );
-                print!("{text}");
-            } else if !report.changed {
-                println!("rcni-install: already up to date");
-            }
-            Ok(())
-        }
+        Cmd::Up(args) => up(args),
         Cmd::Down {
             layout,
             skip_routes,
@@ -360,51 +327,96 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", inputs.render());
             Ok(())
         }
-        Cmd::Daemon {
-            layout,
-            inputs,
-            kube,
-            src_dir: src,
-            upstream_dir,
-            no_routes,
-            resync,
-            metrics_addr,
-            log_format,
-            uninstall,
-            gc,
-        } => {
-            init_logging(&log_format);
-            let src = src_dir(&src)?;
-            let cluster_cidrs = inputs.cluster_cidrs()?;
-            if cluster_cidrs.is_empty() && !uninstall {
-                bail!("no cluster CIDR (--cluster-cidr or RCNI_CLUSTER_CIDRS): it is not in the Node API, and without it rmasq would masquerade pod-to-pod traffic");
-            }
-            let metrics_addr = match metrics_addr.as_str() {
-                "off" | "" => None,
-                a => Some(a.parse().with_context(|| {
-                    format!(
-                        "--metrics-addr {a:?}: expected IP:PORT (e.g. {}) or off",
-                        agent::DEFAULT_ADDR
-                    )
-                })?),
-            };
-            agent::run(agent::Options {
-                installer: Installer::new(layout.layout()?, false),
-                upstream_dir: upstream_dir.unwrap_or_else(|| src.clone()),
-                src_dir: src,
-                cluster_cidrs,
-                mtu: inputs.mtu,
-                plugin_state_dir: inputs.plugin_state_dir,
-                node_name: kube.node_name()?.to_string(),
-                kube: kube.config()?,
-                metrics_addr,
-                resync,
-                routes: !no_routes,
-                uninstall,
-                gc,
-            })
-        }
+        Cmd::Daemon(args) => daemon(args),
     }
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    let UpArgs {
+        layout,
+        inputs,
+        source,
+        kube,
+        src_dir: src,
+        upstream_dir,
+        no_routes,
+        dry_run,
+    } = args;
+    let layout = layout.layout()?;
+    let (mut inputs, mut warnings) = resolve(&inputs, &source, &kube)?;
+    let src = src_dir(&src)?;
+    let installer = Installer::new(layout.clone(), dry_run);
+    let upstream = upstream_wanted(
+        &layout,
+        upstream_dir.as_deref().unwrap_or(&src),
+        installer.load_manifest()?.as_ref(),
+        &mut warnings,
+    );
+    inputs.portmap_versions = portmap_versions(&layout.bin_dir, &upstream, &mut warnings);
+    let text = inputs.render();
+    print_warnings(&warnings);
+    let mut plan = Plan::new(&layout, &src, &upstream, &text, !no_routes)?;
+    if no_routes {
+        plan.routes = None;
+    }
+    let report = installer.up(&plan)?;
+    print_report(&report);
+    if dry_run {
+        println!(
+            "rcni-install: conflist {}:",
+            layout.conflist_path().display()
+        );
+        print!("{text}");
+    } else if !report.changed {
+        println!("rcni-install: already up to date");
+    }
+    Ok(())
+}
+
+fn daemon(args: DaemonArgs) -> Result<()> {
+    let DaemonArgs {
+        layout,
+        inputs,
+        kube,
+        src_dir: src,
+        upstream_dir,
+        no_routes,
+        resync,
+        metrics_addr,
+        log_format,
+        uninstall,
+        gc,
+    } = args;
+    init_logging(&log_format);
+    let src = src_dir(&src)?;
+    let cluster_cidrs = inputs.cluster_cidrs()?;
+    if cluster_cidrs.is_empty() && !uninstall {
+        bail!("no cluster CIDR (--cluster-cidr or RCNI_CLUSTER_CIDRS): it is not in the Node API, and without it rmasq would masquerade pod-to-pod traffic");
+    }
+    let metrics_addr = match metrics_addr.as_str() {
+        "off" | "" => None,
+        a => Some(a.parse().with_context(|| {
+            format!(
+                "--metrics-addr {a:?}: expected IP:PORT (e.g. {}) or off",
+                agent::DEFAULT_ADDR
+            )
+        })?),
+    };
+    agent::run(agent::Options {
+        installer: Installer::new(layout.layout()?, false),
+        upstream_dir: upstream_dir.unwrap_or_else(|| src.clone()),
+        src_dir: src,
+        cluster_cidrs,
+        mtu: inputs.mtu,
+        plugin_state_dir: inputs.plugin_state_dir,
+        node_name: kube.node_name()?.to_string(),
+        kube: kube.config()?,
+        metrics_addr,
+        resync,
+        routes: !no_routes,
+        uninstall,
+        gc,
+    })
 }
 
 /// Logs to stderr: text (default) or one JSON object per line; the level from RCNI_LOG

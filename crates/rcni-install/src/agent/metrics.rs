@@ -117,37 +117,43 @@ impl Metrics {
             "Routes to other nodes' podCIDRs installed",
             m.routes.clone(),
         );
+        m.register_gc_and_ipam();
+        m
+    }
+
+    /// Garbage collection's and the IPAM store's metrics.
+    fn register_gc_and_ipam(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "gc_reclaimed",
             "What garbage collection reclaimed from attachments the runtime no longer knows, by kind",
-            m.gc_reclaimed.clone(),
+            self.gc_reclaimed.clone(),
         );
         r.register(
             "gc_runs",
             "Garbage collections completed",
-            m.gc_runs.clone(),
+            self.gc_runs.clone(),
         );
         r.register(
             "gc_last_run_timestamp_seconds",
             "Unix time of the last completed garbage collection",
-            m.gc_last_run.clone(),
+            self.gc_last_run.clone(),
         );
         r.register(
             "ipam_addresses_used",
             "Addresses allocated, per IPAM range",
-            m.ipam_used.clone(),
+            self.ipam_used.clone(),
         );
         r.register(
             "ipam_addresses_free",
             "Addresses still free, per IPAM range",
-            m.ipam_free.clone(),
+            self.ipam_free.clone(),
         );
         r.register(
             "attachments",
             "Pod attachments (container, interface) with an address, per network",
-            m.attachments.clone(),
+            self.attachments.clone(),
         );
-        m
     }
 
     pub fn count(&self, family: &Family<OpLabels, Counter>, op: &str) {
