@@ -69,8 +69,10 @@ impl Default for Options {
 /// One class. Serialised into the state dir so DEL can remove its rules without any config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Class {
+    #[serde(deserialize_with = "class_id")]
     pub(crate) id: String,
     pub(crate) backend: BackendKind,
+    #[serde(deserialize_with = "network_name")]
     pub(crate) network: String,
     /// The pods' subnet: iptables matches sources on it; forward accepts are keyed on it.
     pub(crate) source: IpNet,
@@ -79,6 +81,39 @@ pub(crate) struct Class {
     pub(crate) skip: Vec<IpNet>,
     #[serde(rename = "allowForward")]
     pub(crate) allow_forward: bool,
+}
+
+/// A class id as read from the state dir: 16 hex digits, as [`Class::new`] makes them. Ids
+/// name files and iptables chains, so one from a planted or damaged file must not reach a path
+/// outside the state dir or a line of an `iptables-restore`.
+pub(crate) fn class_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    if id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        Ok(id)
+    } else {
+        Err(serde::de::Error::custom(format!("{id:?} is no class id")))
+    }
+}
+
+/// A network name as read from the state dir: one word (it goes into the rules' comments, which
+/// an ADD could only have written for such a name).
+fn network_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let ok = !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"');
+    if ok {
+        Ok(name)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{name:?} is no network name"
+        )))
+    }
 }
 
 fn net(s: &str) -> IpNet {

@@ -54,6 +54,7 @@ pub(crate) struct Record {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
+    #[serde(deserialize_with = "crate::class::class_id")]
     pub(crate) class: String,
     pub(crate) address: IpAddr,
 }

@@ -91,3 +91,31 @@ fn backend_names_parse_back() {
     assert!("ipfw".parse::<BackendKind>().is_err());
     assert!("NFTABLES".parse::<BackendKind>().is_err());
 }
+
+/// A class file reads back as written; one whose id or network could reach a path outside the
+/// state dir or a line of iptables-restore's input does not read at all.
+#[test]
+fn class_files_with_ids_or_names_that_escape_do_not_read() {
+    let a = nets(&["10.1.0.5/24"]);
+    let c = Class::new(
+        BackendKind::Iptables,
+        "pods.v1",
+        a[0],
+        &a,
+        &Options::default(),
+    );
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(serde_json::from_value::<Class>(json.clone()).unwrap(), c);
+    for (key, bad) in [
+        ("id", "../lock"),
+        ("id", "0123456789ABCDEF"),
+        ("id", "0123456789abcde"),
+        ("network", "n\n-A INPUT -j DROP"),
+        ("network", "a b"),
+        ("network", ""),
+    ] {
+        let mut j = json.clone();
+        j[key] = serde_json::json!(bad);
+        assert!(serde_json::from_value::<Class>(j).is_err(), "{key} {bad:?}");
+    }
+}

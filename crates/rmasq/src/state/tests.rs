@@ -18,23 +18,23 @@ fn owners_count_per_address_and_class() {
     let l = s.lock().unwrap();
     let a: IpAddr = "10.1.0.5".parse().unwrap();
     let b: IpAddr = "10.1.0.6".parse().unwrap();
-    l.add_owner("c1", a, "n:x:eth0").unwrap();
-    assert!(!l.other_owners("c1", a, "n:x:eth0").unwrap());
-    l.add_owner("c1", a, "n:y:eth0").unwrap();
-    assert!(l.other_owners("c1", a, "n:x:eth0").unwrap());
-    assert!(!l.other_members("c1", &[a]).unwrap());
-    l.add_owner("c1", b, "n:z:eth0").unwrap();
-    assert!(l.other_members("c1", &[a]).unwrap());
-    l.remove_owner("c1", a, "n:x:eth0").unwrap();
-    l.remove_owner("c1", a, "n:x:eth0").unwrap();
-    assert!(!l.other_owners("c1", a, "n:y:eth0").unwrap());
+    l.add_owner("00000000000000c1", a, "n:x:eth0").unwrap();
+    assert!(!l.other_owners("00000000000000c1", a, "n:x:eth0").unwrap());
+    l.add_owner("00000000000000c1", a, "n:y:eth0").unwrap();
+    assert!(l.other_owners("00000000000000c1", a, "n:x:eth0").unwrap());
+    assert!(!l.other_members("00000000000000c1", &[a]).unwrap());
+    l.add_owner("00000000000000c1", b, "n:z:eth0").unwrap();
+    assert!(l.other_members("00000000000000c1", &[a]).unwrap());
+    l.remove_owner("00000000000000c1", a, "n:x:eth0").unwrap();
+    l.remove_owner("00000000000000c1", a, "n:x:eth0").unwrap();
+    assert!(!l.other_owners("00000000000000c1", a, "n:y:eth0").unwrap());
     assert_eq!(
         l.orphan_owners("n").unwrap().len(),
         2,
         "owners without records"
     );
-    l.remove_owner("c1", a, "n:y:eth0").unwrap();
-    l.remove_owner("c1", b, "n:z:eth0").unwrap();
+    l.remove_owner("00000000000000c1", a, "n:y:eth0").unwrap();
+    l.remove_owner("00000000000000c1", b, "n:z:eth0").unwrap();
     assert!(!dir.join("members/c1").exists());
     drop(l);
     fs::remove_dir_all(dir).unwrap();
@@ -45,10 +45,10 @@ fn membership_is_found_among_many_and_when_absent() {
     let (dir, s) = store();
     let l = s.lock().unwrap();
     let a: IpAddr = "10.1.0.5".parse().unwrap();
-    assert!(!l.other_members("c1", &[]).unwrap());
-    l.add_owner("c1", a, "n:x:eth0").unwrap();
-    assert!(!l.other_members("c1", &[a]).unwrap());
-    assert!(l.other_members("c1", &[]).unwrap());
+    assert!(!l.other_members("00000000000000c1", &[]).unwrap());
+    l.add_owner("00000000000000c1", a, "n:x:eth0").unwrap();
+    assert!(!l.other_members("00000000000000c1", &[a]).unwrap());
+    assert!(l.other_members("00000000000000c1", &[]).unwrap());
     // Many members with long names: more than one getdents64 buffer.
     let addrs: Vec<IpAddr> = (0..300u32)
         .map(|i| {
@@ -58,13 +58,13 @@ fn membership_is_found_among_many_and_when_absent() {
         })
         .collect();
     for b in &addrs {
-        l.add_owner("c2", *b, "n:y:eth0").unwrap();
+        l.add_owner("00000000000000c2", *b, "n:y:eth0").unwrap();
     }
-    assert!(l.other_members("c2", &addrs[..299]).unwrap());
-    assert!(!l.other_members("c2", &addrs).unwrap());
+    assert!(l.other_members("00000000000000c2", &addrs[..299]).unwrap());
+    assert!(!l.other_members("00000000000000c2", &addrs).unwrap());
     // A temporary file is nobody.
-    fs::write(dir.join("members/c1/x.tmp123"), b"").unwrap();
-    assert!(!l.other_members("c1", &[a]).unwrap());
+    fs::write(dir.join("members/00000000000000c1/x.tmp123"), b"").unwrap();
+    assert!(!l.other_members("00000000000000c1", &[a]).unwrap());
     drop(l);
     fs::remove_dir_all(dir).unwrap();
 }
@@ -121,7 +121,7 @@ fn records_round_trip() {
         ifname: "eth0".into(),
         backend: BackendKind::Nftables,
         entries: vec![Entry {
-            class: "c1".into(),
+            class: "00000000000000c1".into(),
             address: "fd00::5".parse().unwrap(),
         }],
     };
@@ -147,15 +147,23 @@ fn a_corrupt_file_fails_no_listing_and_no_class_read() {
         ifname: "eth0".into(),
         backend: BackendKind::Nftables,
         entries: vec![Entry {
-            class: "c1".into(),
+            class: "00000000000000c1".into(),
             address: "10.1.0.5".parse().unwrap(),
         }],
     };
     l.put_record(&good).unwrap();
-    l.add_owner("c1", "10.1.0.5".parse().unwrap(), "n:good:eth0")
-        .unwrap();
-    l.add_owner("c1", "10.1.0.6".parse().unwrap(), "n:torn:eth0")
-        .unwrap();
+    l.add_owner(
+        "00000000000000c1",
+        "10.1.0.5".parse().unwrap(),
+        "n:good:eth0",
+    )
+    .unwrap();
+    l.add_owner(
+        "00000000000000c1",
+        "10.1.0.6".parse().unwrap(),
+        "n:torn:eth0",
+    )
+    .unwrap();
     fs::write(
         dir.join("attachments/n/torn:eth0"),
         b"{\"network\":\"n\",\"cont",
@@ -171,7 +179,7 @@ fn a_corrupt_file_fails_no_listing_and_no_class_read() {
         (orphans[0].2.as_str(), orphans[0].3.as_str()),
         ("torn", "eth0")
     );
-    assert_eq!(l.class("c1").unwrap(), None);
+    assert_eq!(l.class("00000000000000c1").unwrap(), None);
     assert!(l.classes(BackendKind::Nftables).unwrap().is_empty());
     // The attachment's own record is still an error: its DEL drops it.
     assert_eq!(
