@@ -89,7 +89,7 @@ struct DaemonArgs {
     no_routes: bool,
     /// How often the routes and installed files are checked against what the agent knows,
     /// repairing what someone removed (no API call; e.g. 5m, 30s).
-    #[arg(long, env = "RCNI_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "RCNI_RESYNC", default_value = "5m", value_parser = rcni_gc::parse_duration)]
     resync: Duration,
     /// Address of /metrics, /healthz and /readyz; "off" for none.
     #[arg(long, env = "RCNI_METRICS_ADDR", default_value = agent::DEFAULT_ADDR)]
@@ -432,23 +432,6 @@ fn init_logging(format: &str) {
         builder.json().init();
     } else {
         builder.init();
-    }
-}
-
-/// `30s`, `500ms`, `2m`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected e.g. 30s, 500ms, 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
     }
 }
 
