@@ -414,6 +414,29 @@ pub fn parse_call(verb: Verb, env: &CniEnv, stdin: &[u8]) -> Result<Call> {
     prepare(verb, env, stdin, conf, Logger::new("", None, None))
 }
 
+/// The Call of an ADD of `stdin` for container `lint`, interface `eth0` and no netns, as the
+/// skeleton builds it, reading no environment and logging nothing: how a tool (`rcni lint`)
+/// feeds a config through plugin `plugin`'s own parser.
+pub fn lint_call(plugin: &'static str, stdin: &[u8]) -> Result<Call> {
+    let conf = NetConf::from_slice(stdin)?;
+    let version = conf.version()?;
+    let raw = serde_json::from_slice(stdin).map_err(|e| CniError::decode(e.to_string()))?;
+    Ok(Call {
+        verb: Verb::Add,
+        container_id: "lint".into(),
+        netns: None,
+        ifname: "eth0".into(),
+        args: CniArgs::default(),
+        path: Vec::new(),
+        raw_args: String::new(),
+        stdin: stdin.to_vec(),
+        raw,
+        conf,
+        version,
+        logger: Logger::new(plugin, None, None),
+    })
+}
+
 /// Checks the environment for `verb` as the upstream skel does and builds the Call.
 fn prepare(verb: Verb, env: &CniEnv, stdin: &[u8], conf: NetConf, logger: Logger) -> Result<Call> {
     let version = conf.version()?;

@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use cni_plugin::log::Logger;
-use cni_plugin::{Call, PluginConfig};
-use cni_types::{CniArgs, CniError, NetConf, Result, Verb};
+use cni_plugin::PluginConfig;
+use cni_types::Result;
 
 use crate::config::BridgeConf;
 
@@ -29,7 +28,7 @@ pub struct BridgeSummary {
 /// A plugin config (the whole stdin an ADD would get) through ADD's checks, as a call for
 /// container `lint`/`eth0` would see them: code 7 (4 for CNI_ARGS keys) naming the key at fault.
 pub fn parse_config(stdin: &[u8]) -> Result<BridgeSummary> {
-    let call = lint_call(stdin)?;
+    let call = cni_plugin::skel::lint_call(crate::INFO.name, stdin)?;
     let c = BridgeConf::from_call(&call)?;
     c.validate_for_add()?;
     Ok(BridgeSummary {
@@ -38,28 +37,6 @@ pub fn parse_config(stdin: &[u8]) -> Result<BridgeSummary> {
         ip_masq_state_dir: c.ip_masq_state_dir,
         ipam: c.ipam,
         vlan: c.vlan,
-    })
-}
-
-/// The Call of an ADD of `stdin` for container `lint`, interface `eth0`, as the skeleton
-/// builds it (no environment is read, nothing is logged).
-fn lint_call(stdin: &[u8]) -> Result<Call> {
-    let conf = NetConf::from_slice(stdin)?;
-    let version = conf.version()?;
-    let raw = serde_json::from_slice(stdin).map_err(|e| CniError::decode(e.to_string()))?;
-    Ok(Call {
-        verb: Verb::Add,
-        container_id: "lint".into(),
-        netns: None,
-        ifname: "eth0".into(),
-        args: CniArgs::default(),
-        path: Vec::new(),
-        raw_args: String::new(),
-        stdin: stdin.to_vec(),
-        raw,
-        conf,
-        version,
-        logger: Logger::new(crate::INFO.name, None, None),
     })
 }
 

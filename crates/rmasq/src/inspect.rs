@@ -5,10 +5,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use cni_plugin::log::Logger;
-use cni_plugin::Call;
 use cni_types::error::{CniError, Result, IO_FAILURE};
-use cni_types::{CniArgs, NetConf, Verb};
 use ipnet::IpNet;
 
 use crate::class::BackendKind;
@@ -27,33 +24,12 @@ pub struct MasqSummary {
 /// A plugin config (the whole stdin an ADD would get) through the parser ADD uses: code 7
 /// naming the key at fault.
 pub fn parse_config(stdin: &[u8]) -> Result<MasqSummary> {
-    let (state_dir, opts) = crate::plugin::read_config(&lint_call(stdin)?)?;
+    let (state_dir, opts) =
+        crate::plugin::read_config(&cni_plugin::skel::lint_call(crate::INFO.name, stdin)?)?;
     Ok(MasqSummary {
         state_dir,
         backend: opts.backend,
         non_masquerade_cidrs: opts.non_masquerade_cidrs,
-    })
-}
-
-/// The Call of an ADD of `stdin` for container `lint`, interface `eth0`, as the skeleton
-/// builds it (no environment is read, nothing is logged).
-fn lint_call(stdin: &[u8]) -> Result<Call> {
-    let conf = NetConf::from_slice(stdin)?;
-    let version = conf.version()?;
-    let raw = serde_json::from_slice(stdin).map_err(|e| CniError::decode(e.to_string()))?;
-    Ok(Call {
-        verb: Verb::Add,
-        container_id: "lint".into(),
-        netns: None,
-        ifname: "eth0".into(),
-        args: CniArgs::default(),
-        path: Vec::new(),
-        raw_args: String::new(),
-        stdin: stdin.to_vec(),
-        raw,
-        conf,
-        version,
-        logger: Logger::new(crate::INFO.name, None, None),
     })
 }
 
