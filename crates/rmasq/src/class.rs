@@ -99,21 +99,12 @@ pub(crate) fn class_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String,
     }
 }
 
-/// A network name as read from the state dir: one word (it goes into the rules' comments, which
-/// an ADD could only have written for such a name).
+/// A network name as read from the state dir: one that ADD accepts (it goes into the rules'
+/// comments).
 fn network_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
-    let ok = !name.is_empty()
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"');
-    if ok {
-        Ok(name)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "{name:?} is no network name"
-        )))
-    }
+    cni_types::validate::network_name(&name).map_err(|e| serde::de::Error::custom(e.msg))?;
+    Ok(name)
 }
 
 fn net(s: &str) -> IpNet {

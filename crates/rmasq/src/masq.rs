@@ -98,7 +98,7 @@ impl Masq {
         // Under the lock, so concurrent first ADDs agree on the detected backend.
         let kind = self.resolve_backend(opts)?;
         let pairs = self.classes_for(kind, network, addrs, opts);
-        if let Some(old) = l.record(network, container_id, ifname)? {
+        if let Some(old) = self.own_record(&l, network, container_id, ifname)? {
             // ADD again without DEL (a retried ADD): start from a clean slate, unless it asks
             // for exactly what is there (a retried ADD that got the same addresses), which is
             // then re-applied without being removed first: a live pod's traffic keeps its
@@ -219,11 +219,23 @@ impl Masq {
         cni_types::validate::network_name(network)?;
         let mut nl = None;
         let l = self.store.lock()?;
+        match self.own_record(&l, network, container_id, ifname)? {
+            Some(r) => self.teardown_locked(&l, &mut nl, &r),
+            None => Ok(()),
+        }
+    }
+
+    /// The attachment's record. A corrupt one cannot be acted upon: it is dropped (which keeps
+    /// DEL idempotent and lets a retried ADD start afresh), and GC's orphan sweep removes what
+    /// it referenced.
+    fn own_record(
+        &self,
+        l: &Locked<'_>,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Record>> {
         match l.record(network, container_id, ifname) {
-            Ok(Some(r)) => self.teardown_locked(&l, &mut nl, &r),
-            Ok(None) => Ok(()),
-            // A corrupt record cannot be acted upon; dropping it keeps DEL idempotent, and
-            // GC's orphan sweep removes what it referenced.
             Err(e) if e.code == cni_types::error::DECODING_FAILURE => {
                 let _ = std::fs::remove_file(
                     self.store
@@ -232,9 +244,9 @@ impl Masq {
                         .join(network)
                         .join(format!("{container_id}:{ifname}")),
                 );
-                Ok(())
+                Ok(None)
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 

@@ -81,6 +81,24 @@ fn add_again_without_del_replaces() {
     }
 }
 
+/// A retried ADD whose own state record was torn (a disk fault, a hand edit) starts afresh
+/// instead of failing until a DEL; the pod's masquerade is whole again and one DEL removes it.
+#[test]
+fn add_again_over_its_own_torn_record_starts_afresh() {
+    for backend in BACKENDS {
+        let w = World::new();
+        let conf = w.conf(backend, &["10.77.0.9/24"], json!({}));
+        w.rmasq("ADD", "c1", &conf).ok();
+        let record = w.state.join("attachments/pods/c1:eth0");
+        assert!(record.is_file(), "{}", record.display());
+        std::fs::write(&record, b"{\"network\":\"pods\",\"contai").unwrap();
+        w.rmasq("ADD", "c1", &conf).assert_ok();
+        w.rmasq("CHECK", "c1", &conf).assert_ok();
+        w.rmasq("DEL", "c1", &conf).assert_ok();
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
+    }
+}
+
 /// A retried ADD that got the same address (rbridge retried for a live pod, say) leaves the
 /// pod's masquerade in place throughout: the rules are not removed and re-created (same nft
 /// handles), and one DEL still removes everything.
