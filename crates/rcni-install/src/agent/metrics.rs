@@ -3,7 +3,6 @@
 //! each scrape, so they are never stale and cost nothing between scrapes.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
@@ -237,26 +236,18 @@ pub struct StoreStats {
     pub attachments: usize,
 }
 
-/// Allocations in the store (one file per address, named by it, holding the container ID and
-/// interface), counted per subnet. A subnet's capacity is that of host-local's default range:
-/// every address but the network's, IPv4's broadcast and the gateway (the first address).
+/// Allocations in the store, read as rhost-local reads its own (and upstream host-local's)
+/// files, counted per subnet. A subnet's capacity is that of host-local's default range: every
+/// address but the network's, IPv4's broadcast and the gateway (the first address).
 pub fn read_store(net: &Ipam) -> StoreStats {
-    let dir = Path::new(&net.data_dir).join(&net.name);
+    let held = rhost_local::reservations(Path::new(&net.data_dir), &net.name).unwrap_or_default();
     let mut used = vec![0u64; net.subnets.len()];
     let mut owners = HashSet::new();
-    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let Ok(ip) = entry.file_name().to_string_lossy().parse::<IpAddr>() else {
-            continue;
-        };
-        if let Some(i) = net.subnets.iter().position(|s| s.contains(&ip)) {
+    for r in held {
+        if let Some(i) = net.subnets.iter().position(|s| s.contains(&r.ip)) {
             used[i] += 1;
         }
-        if let Ok(text) = std::fs::read_to_string(entry.path()) {
-            let mut lines = text.lines();
-            let id = lines.next().unwrap_or("").trim().to_string();
-            let ifname = lines.next().unwrap_or("").trim().to_string();
-            owners.insert((id, ifname));
-        }
+        owners.insert((r.container_id, r.ifname));
     }
     let ranges = net
         .subnets
