@@ -20,8 +20,9 @@ pub struct Network {
     pub list: NetConfList,
 }
 
-/// The networks of `dir` and a warning for every file skipped.
-pub fn load(dir: &Path) -> std::io::Result<(Vec<Network>, Vec<String>)> {
+/// The config files of conf dir `dir` as containerd (go-cni) and CRI-O take them: `.conflist`,
+/// `.conf` and `.json`, in name order; none when the dir does not exist.
+pub fn conf_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .flatten()
@@ -38,6 +39,12 @@ pub fn load(dir: &Path) -> std::io::Result<(Vec<Network>, Vec<String>)> {
         Err(e) => return Err(e),
     };
     files.sort();
+    Ok(files)
+}
+
+/// The networks of `dir` and a warning for every file skipped.
+pub fn load(dir: &Path) -> std::io::Result<(Vec<Network>, Vec<String>)> {
+    let files = conf_files(dir)?;
     let mut networks: Vec<Network> = Vec::new();
     let mut warnings = Vec::new();
     for file in files {

@@ -25,6 +25,7 @@ mod state;
 pub use cache::DEFAULT_CACHE_DIR;
 pub use cni_types::Attachment;
 pub use collect::{collect, Listing, Options};
+pub use conf::conf_files;
 pub use report::{Counts, Held, NetworkReport, Reclaim, Report};
 
 /// The `cni.dev/valid-attachments` array of a file, as `rcni gc --valid-attachments` reads it.

@@ -51,22 +51,8 @@ pub struct NetworkConf {
 
 /// The networks of `dir`, and a line for every file skipped.
 pub fn load(dir: &Path, defaults: &Defaults) -> anyhow::Result<(Vec<NetworkConf>, Vec<String>)> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("conflist" | "conf" | "json")
-                )
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => anyhow::bail!("cannot list the conf dir {}: {e}", dir.display()),
-    };
-    files.sort();
+    let files = rcni_gc::conf_files(dir)
+        .map_err(|e| anyhow::anyhow!("cannot list the conf dir {}: {e}", dir.display()))?;
     let mut nets: Vec<NetworkConf> = Vec::new();
     let mut skipped = Vec::new();
     for file in files {
