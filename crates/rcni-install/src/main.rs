@@ -50,8 +50,9 @@ enum Cmd {
     Daemon(DaemonArgs),
 }
 
+/// Where the binaries to install come from.
 #[derive(Args)]
-struct UpArgs {
+struct Sources {
     /// Directory holding the plugin binaries to install [default: this program's directory].
     #[arg(long, env = "RCNI_SRC_DIR")]
     src_dir: Option<PathBuf>,
@@ -59,6 +60,12 @@ struct UpArgs {
     /// the bin dir has none [default: --src-dir].
     #[arg(long, env = "RCNI_UPSTREAM_DIR")]
     upstream_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    sources: Sources,
     /// Do not run `rroutes sync`.
     #[arg(long)]
     no_routes: bool,
@@ -77,13 +84,8 @@ struct UpArgs {
 
 #[derive(Args)]
 struct DaemonArgs {
-    /// Directory holding the plugin binaries to install [default: this program's directory].
-    #[arg(long, env = "RCNI_SRC_DIR")]
-    src_dir: Option<PathBuf>,
-    /// Directory holding the upstream plugins the conflist chains (portmap), installed where
-    /// the bin dir has none [default: --src-dir].
-    #[arg(long, env = "RCNI_UPSTREAM_DIR")]
-    upstream_dir: Option<PathBuf>,
+    #[command(flatten)]
+    sources: Sources,
     /// Do not program routes to other nodes.
     #[arg(long)]
     no_routes: bool,
@@ -337,8 +339,10 @@ fn up(args: UpArgs) -> Result<()> {
         inputs,
         source,
         kube,
-        src_dir: src,
-        upstream_dir,
+        sources: Sources {
+            src_dir: src,
+            upstream_dir,
+        },
         no_routes,
         dry_run,
     } = args;
@@ -378,8 +382,10 @@ fn daemon(args: DaemonArgs) -> Result<()> {
         layout,
         inputs,
         kube,
-        src_dir: src,
-        upstream_dir,
+        sources: Sources {
+            src_dir: src,
+            upstream_dir,
+        },
         no_routes,
         resync,
         metrics_addr,
