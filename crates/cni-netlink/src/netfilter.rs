@@ -13,14 +13,19 @@
 //!   a set;
 //! - set element additions and removals, as one batch (`NFNL_MSG_BATCH_BEGIN`, the messages,
 //!   `NFNL_MSG_BATCH_END`) that the kernel applies as one transaction, synchronously within the
-//!   send, with an ack for every operation and the kernel's errno when one fails.
+//!   send, with an ack for every operation and the kernel's errno when one fails;
+//! - tables, chains and rules made of what iptables-nft writes for address matches, verdicts
+//!   and `xtables` extensions ([`Change`], [`RuleExpr`]), as one such batch, optionally tied to
+//!   the generation a caller read: rmasq's iptables backend writes a class's rules with it where
+//!   the node's iptables is iptables-nft.
 //!
-//! Rules, chains and sets are written by `nft`: compiling rules here would tie us to its
-//! bytecode. The types callers see are ours ([`Table`], [`Rule`], [`Expr`], [`SetElement`]), so
-//! the crate underneath stays a detail of this module.
+//! nftables rules and sets are written by `nft`: compiling them here would tie us to its
+//! bytecode. The types callers see are ours ([`Table`], [`Rule`], [`Expr`], [`SetElement`],
+//! [`Change`]), so the crate underneath stays a detail of this module.
 
 mod decode;
 mod request;
+mod write;
 
 use std::io;
 
@@ -30,6 +35,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 pub use decode::{Expr, Rule, SetElement, Table};
 pub use request::{ElemOp, Family};
+pub use write::{BaseChain, Change, RuleExpr, Verdict};
 
 /// A netfilter netlink socket of the network namespace of the thread that opened it.
 ///
@@ -153,6 +159,20 @@ impl Netfilter {
         Ok(dumped.iter().filter_map(decode::rule).collect())
     }
 
+    /// Whether `chain` of `table` exists (false if the table does not).
+    pub fn has_chain(&mut self, family: Family, table: &str, chain: &str) -> io::Result<bool> {
+        let seq = self.next_seq(1);
+        let request = request::get_chain(seq, family, table, chain);
+        let found = self.exchange(&request, seq, "NFT_MSG_GETCHAIN", |m| match m {
+            Some(NfTablesMessage::NewChain(_)) => Some(Ok(true)),
+            _ => None,
+        });
+        match found {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            other => other,
+        }
+    }
+
     /// The elements of set `set` of `table`.
     pub fn set_elements(
         &mut self,
@@ -177,9 +197,38 @@ impl Netfilter {
         ops: &[(ElemOp, &str, &[u8])],
     ) -> io::Result<()> {
         let seq = self.next_seq(ops.len() as u32 + 2);
-        let (bytes, mut pending) = request::element_batch(seq, family, table, ops);
-        self.send(&bytes)?;
-        let last = seq + ops.len() as u32;
+        let (bytes, pending) = request::element_batch(seq, family, table, ops);
+        self.transact(&bytes, seq, pending, "set element operation")
+    }
+
+    /// Applies `changes` (in tables of `family`) as one transaction, refused with ERESTART if
+    /// `generation` is given and the ruleset has changed since. Fails with the kernel's errno
+    /// if any change fails (EEXIST, ENOENT, EBUSY for a chain still jumped to...); then nothing
+    /// changed.
+    pub fn commit(
+        &mut self,
+        family: Family,
+        generation: Option<u32>,
+        changes: &[Change],
+    ) -> io::Result<()> {
+        let seq = self.next_seq(changes.len() as u32 + 2);
+        let (bytes, pending) = request::batch(seq, generation, changes.len(), |s, i| {
+            write::message(s, family, &changes[i])
+        });
+        self.transact(&bytes, seq, pending, "ruleset change")
+    }
+
+    /// Sends a batch that begins at `seq` and reads the acks of the messages in `pending`; the
+    /// first error wins.
+    fn transact(
+        &mut self,
+        bytes: &[u8],
+        seq: u32,
+        mut pending: Vec<u32>,
+        what: &str,
+    ) -> io::Result<()> {
+        self.send(bytes)?;
+        let last = pending.last().copied().unwrap_or(seq);
         let mut failure: Option<io::Error> = None;
         while !pending.is_empty() {
             let Some(buf) = self.recv()? else {
@@ -203,9 +252,7 @@ impl Netfilter {
         match failure {
             Some(e) => Err(e),
             None if pending.is_empty() => Ok(()),
-            None => Err(bad(
-                "nf_tables did not acknowledge every set element operation",
-            )),
+            None => Err(bad(&format!("nf_tables did not acknowledge every {what}"))),
         }
     }
 

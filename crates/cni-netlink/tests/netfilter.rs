@@ -151,3 +151,85 @@ fn tables_rules_elements_and_generation_read_back() {
     let gone = in_ns(&node, |nl| nl.rules(Family::Ipv4, "none", None));
     assert_eq!(gone.unwrap(), []);
 }
+
+/// A ruleset transaction: chains and rules as `nft` lists them, all or nothing, refused with
+/// ERESTART once the generation it was read at is gone; `has_chain` before and after.
+#[test]
+fn ruleset_transactions_against_the_kernel() {
+    use cni_netlink::netfilter::{BaseChain, Change, RuleExpr, Verdict};
+    cni_testkit::require_root();
+    let node = Netns::new("nfnlw");
+    let table = || "t".to_string();
+    let rule = |chain: &str, exprs: Vec<RuleExpr>| Change::AddRule {
+        table: table(),
+        chain: chain.into(),
+        exprs,
+        first: false,
+    };
+    let changes = vec![
+        Change::AddTable { table: table() },
+        Change::AddChain {
+            table: table(),
+            chain: "inner".into(),
+            base: None,
+        },
+        Change::AddChain {
+            table: table(),
+            chain: "post".into(),
+            base: Some(BaseChain {
+                kind: "nat",
+                hook: 4,
+                priority: 100,
+            }),
+        },
+        rule(
+            "inner",
+            vec![
+                RuleExpr::LoadNetwork { offset: 16, len: 4 },
+                RuleExpr::Mask(vec![255, 255, 0, 0]),
+                RuleExpr::Equals(vec![10, 2, 0, 0]),
+                RuleExpr::Counter,
+                RuleExpr::Verdict(Verdict::Return),
+            ],
+        ),
+        rule(
+            "post",
+            vec![RuleExpr::Verdict(Verdict::Jump("inner".into()))],
+        ),
+    ];
+    let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+    let (stale, absent) = in_ns(&node, |nl| {
+        let g = nl.generation().unwrap();
+        let absent = !nl.has_chain(Family::Ipv4, "t", "inner").unwrap();
+        nl.commit(Family::Ipv4, Some(g), &changes[..1]).unwrap();
+        (g, absent)
+    });
+    assert!(absent);
+    // The table's creation bumped the generation: a batch read before it is refused whole.
+    let refused = in_ns(&node, |nl| nl.commit(Family::Ipv4, Some(stale), &changes));
+    assert_eq!(errno(refused), Some(libc::ERESTART));
+    assert!(!node.sh("nft list table ip t").contains("chain"));
+    in_ns(&node, |nl| {
+        let g = nl.generation().unwrap();
+        nl.commit(Family::Ipv4, Some(g), &changes).unwrap();
+        assert!(nl.has_chain(Family::Ipv4, "t", "inner").unwrap());
+    });
+    let listing = node.sh("nft list table ip t");
+    assert!(listing.contains("ip daddr 10.2.0.0/16 counter packets 0 bytes 0 return"));
+    assert!(listing.contains("type nat hook postrouting priority srcnat; policy accept;"));
+    assert!(listing.contains("jump inner"), "{listing}");
+    // A failing change (a chain still jumped to) fails the transaction: the flush stays undone.
+    let delete = [
+        Change::FlushChain {
+            table: table(),
+            chain: "inner".into(),
+        },
+        Change::DeleteChain {
+            table: table(),
+            chain: "inner".into(),
+        },
+    ];
+    let busy = in_ns(&node, |nl| nl.commit(Family::Ipv4, None, &delete));
+    assert_eq!(errno(busy), Some(libc::EBUSY));
+    assert_eq!(node.sh("nft list table ip t"), listing);
+}

@@ -8,8 +8,9 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, GenMessage, ListAttribute, NfTablesMessage, RuleAttribute, RuleMessage,
-    SetElementAttribute, SetElementList, SetElementMessage, TableMessage,
+    ChainAttribute, ChainMessage, DataAttribute, GenMessage, ListAttribute, NfTablesMessage,
+    RuleAttribute, RuleMessage, SetElementAttribute, SetElementList, SetElementMessage,
+    TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -103,6 +104,17 @@ pub(super) fn dump_rules(seq: u32, family: Family, table: &str, chain: Option<&s
     nftables(seq, NLM_F_REQUEST | NLM_F_DUMP, family, msg)
 }
 
+/// NFT_MSG_GETCHAIN of one chain: answered with its NFT_MSG_NEWCHAIN, or ENOENT.
+pub(super) fn get_chain(seq: u32, family: Family, table: &str, chain: &str) -> Vec<u8> {
+    let msg = NfTablesMessage::GetChain(ChainMessage {
+        attributes: vec![
+            ChainAttribute::Table(table.to_string()),
+            ChainAttribute::Name(chain.to_string()),
+        ],
+    });
+    nftables(seq, NLM_F_REQUEST, family, msg)
+}
+
 pub(super) fn dump_set_elements(seq: u32, family: Family, table: &str, set: &str) -> Vec<u8> {
     let attributes = vec![
         SetElementList::Table(table.to_string()),
@@ -110,6 +122,42 @@ pub(super) fn dump_set_elements(seq: u32, family: Family, table: &str, set: &str
     ];
     let msg = NfTablesMessage::GetSetElement(SetElementMessage { attributes });
     nftables(seq, NLM_F_REQUEST | NLM_F_DUMP, family, msg)
+}
+
+/// NFNL_BATCH_GENID: the batch begin's attribute that makes the kernel refuse the batch
+/// (ERESTART) if the ruleset generation is no longer this one.
+const NFNL_BATCH_GENID: u16 = 1;
+
+/// Frames `messages` (each built with its sequence number, from `seq + 1` on) as one batch: one
+/// transaction, applied only if the ruleset is still at `generation` when given. Returns the
+/// bytes and the sequence numbers that must be acked.
+pub(super) fn batch(
+    seq: u32,
+    generation: Option<u32>,
+    count: usize,
+    mut message: impl FnMut(u32, usize) -> Vec<u8>,
+) -> (Vec<u8>, Vec<u32>) {
+    let control = |seq, msg: ControlMessage| {
+        let unspec = NetfilterProtoFamily::Unspec;
+        emit(seq, NLM_F_REQUEST, unspec, NFNL_SUBSYS_NFTABLES, msg)
+    };
+    let mut bytes = control(seq, ControlMessage::BatchBegin);
+    if let Some(generation) = generation {
+        // nla_len, nla_type (host order), then the be32 value; nlmsg_len grows by the same.
+        bytes.extend(8u16.to_ne_bytes());
+        bytes.extend(NFNL_BATCH_GENID.to_ne_bytes());
+        bytes.extend(generation.to_be_bytes());
+        let len = bytes.len() as u32;
+        bytes[..4].copy_from_slice(&len.to_ne_bytes());
+    }
+    let mut acks = Vec::with_capacity(count);
+    for i in 0..count {
+        let s = seq + 1 + i as u32;
+        bytes.extend(message(s, i));
+        acks.push(s);
+    }
+    bytes.extend(control(seq + 1 + count as u32, ControlMessage::BatchEnd));
+    (bytes, acks)
 }
 
 /// One batch (one transaction) applying `ops` (operation, set, key bytes in network order) to
@@ -121,14 +169,8 @@ pub(super) fn element_batch(
     table: &str,
     ops: &[(ElemOp, &str, &[u8])],
 ) -> (Vec<u8>, Vec<u32>) {
-    let batch = |seq, msg: ControlMessage| {
-        let unspec = NetfilterProtoFamily::Unspec;
-        emit(seq, NLM_F_REQUEST, unspec, NFNL_SUBSYS_NFTABLES, msg)
-    };
-    let mut bytes = batch(seq, ControlMessage::BatchBegin);
-    let mut acks = Vec::with_capacity(ops.len());
-    for (i, (op, set, key)) in ops.iter().enumerate() {
-        let s = seq + 1 + i as u32;
+    batch(seq, None, ops.len(), |s, i| {
+        let (op, set, key) = ops[i];
         let element = SetElementAttribute::Key(DataAttribute::Value(key.to_vec()));
         let list = SetElementMessage {
             attributes: vec![
@@ -147,10 +189,6 @@ pub(super) fn element_batch(
                 NLM_F_REQUEST | NLM_F_ACK,
             ),
         };
-        bytes.extend(nftables(s, flags, family, msg));
-        acks.push(s);
-    }
-    let end = seq + 1 + ops.len() as u32;
-    bytes.extend(batch(end, ControlMessage::BatchEnd));
-    (bytes, acks)
+        nftables(s, flags, family, msg)
+    })
 }

@@ -27,8 +27,8 @@ use cni_types::error::{CniError, Result, PLUGIN_NOT_AVAILABLE};
 
 use super::forward::{applies as forward_applies, check_forward, plan_forward, FORWARD_CHAIN};
 use super::plan::{Backend, Plan};
-use super::untouched;
 use super::xtables::{cmd, in_path, missing, same_words, Batch, Saved};
+use super::{native, untouched};
 use crate::class::{BackendKind, Class};
 
 pub(crate) struct Iptables;
@@ -104,7 +104,15 @@ fn tables(v4: bool, nat: bool, forward: bool) -> Vec<&'static str> {
 /// Applies the iptables part of a call for each family: one read, one atomic write. The nat
 /// rules go only for classes of the iptables backend; the forward accepts for any with
 /// `allowForward`.
-pub(crate) fn apply_family(v4: bool, ensure: &[&Class], drop: &[&Class]) -> Result<()> {
+///
+/// A first ADD or a last DEL goes to nf_tables directly where it can (`native`); `forward_kept`
+/// says whether a class of the family keeps forward accepts after the call.
+pub(crate) fn apply_family(
+    v4: bool,
+    ensure: &[&Class],
+    drop: &[&Class],
+    forward_kept: bool,
+) -> Result<()> {
     let all = || ensure.iter().chain(drop);
     let nat = all().any(|c| c.backend == BackendKind::Iptables);
     let forward = all().any(|c| c.allow_forward);
@@ -112,14 +120,27 @@ pub(crate) fn apply_family(v4: bool, ensure: &[&Class], drop: &[&Class]) -> Resu
     if tables.is_empty() {
         return Ok(());
     }
+    let iptables = |c: &&&Class| c.backend == BackendKind::Iptables;
+    let filter = tables.contains(&"filter");
     // A first pod's ADD on a node without our rules needs no save (`untouched`).
     let saved = if drop.is_empty() && untouched::nothing_of_ours(v4, &tables) {
+        if native::create(v4, &with_nat(ensure), &with_forward_if(filter, ensure)) {
+            return Ok(());
+        }
         Saved::empty()
+    } else if ensure.is_empty()
+        && native::remove(
+            v4,
+            &with_nat(drop),
+            &with_forward_if(filter, drop),
+            forward_kept,
+        )
+    {
+        return Ok(());
     } else {
         Saved::read(v4, &tables)?
     };
     let mut batch = Batch::default();
-    let iptables = |c: &&&Class| c.backend == BackendKind::Iptables;
     for c in drop.iter().filter(iptables) {
         drop_class(c, &saved, &mut batch);
     }
@@ -135,6 +156,20 @@ pub(crate) fn apply_family(v4: bool, ensure: &[&Class], drop: &[&Class]) -> Resu
         );
     }
     batch.apply(v4)
+}
+
+fn with_nat<'a>(classes: &[&'a Class]) -> Vec<&'a Class> {
+    (classes.iter().copied())
+        .filter(|c| c.backend == BackendKind::Iptables)
+        .collect()
+}
+
+fn with_forward_if<'a>(filter: bool, classes: &[&'a Class]) -> Vec<&'a Class> {
+    if filter {
+        with_forward(classes)
+    } else {
+        Vec::new()
+    }
 }
 
 fn with_forward<'a>(classes: &[&'a Class]) -> Vec<&'a Class> {
@@ -155,8 +190,11 @@ pub(crate) fn apply_plan(plan: &Plan) -> Result<()> {
             .filter(|c| c.is_v4() == v4)
             .collect();
         let drop: Vec<&Class> = plan.drop.iter().filter(|c| c.is_v4() == v4).collect();
+        let forward_kept = (plan.live.iter())
+            .chain(plan.ensure.iter().map(|(c, _)| c))
+            .any(|c| c.allow_forward && c.is_v4() == v4);
         if !ensure.is_empty() || !drop.is_empty() {
-            apply_family(v4, &ensure, &drop)?;
+            apply_family(v4, &ensure, &drop, forward_kept)?;
         }
     }
     Ok(())
@@ -172,7 +210,7 @@ pub(crate) fn has_rules(c: &Class) -> bool {
 /// (one `iptables-restore`),
 /// as the class's first ADD would have written them.
 pub(crate) fn ensure_existing(c: &Class) -> Result<()> {
-    apply_family(c.is_v4(), &[c], &[])
+    apply_family(c.is_v4(), &[c], &[], c.allow_forward)
 }
 
 /// The (table, chain) pairs holding `c`'s iptables rules.

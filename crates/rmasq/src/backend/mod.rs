@@ -5,6 +5,7 @@
 
 mod forward;
 mod iptables;
+mod native;
 mod nft_rules;
 mod nftables;
 mod plan;

@@ -10,7 +10,7 @@
 //! `iptables-restore` exists since iptables 1.6.2 (2017).
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE};
@@ -179,15 +179,22 @@ pub(crate) fn missing(c: &Class, table: &str, chain: &str, rule: &str) -> CniErr
 
 /// True if `program` is an executable file on PATH (or a path to one).
 pub(crate) fn in_path(program: &str) -> bool {
+    find_in_path(program).is_some()
+}
+
+/// Where `program` (a name looked up on PATH, or a path) is as an executable file.
+pub(crate) fn find_in_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let is_exec = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        return is_exec(Path::new(program));
+        return is_exec(Path::new(program)).then(|| PathBuf::from(program));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).any(|d| is_exec(&d.join(program)))
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_exec(p))
 }
 
 #[cfg(test)]
