@@ -117,7 +117,7 @@ impl Masq {
         let owner = state::owner_key(network, container_id, ifname);
         let (plan, unsaved) = setup_plan(&l, kind, &pairs)?;
         if let Err(e) = self.apply(&l, &mut nl, kind, &plan) {
-            undo(&l, kind, &plan, &owner)?;
+            undo(&l, &mut nl, kind, &plan, &owner)?;
             return Err(e);
         }
         // Class specs first, then the record, then ownership: after a crash at any point, DEL
@@ -184,7 +184,7 @@ impl Masq {
                 BackendKind::Iptables => true,
             };
         if !fast {
-            backend(kind).apply(plan)?;
+            backend(kind).apply(plan, nl)?;
             for c in with_iptables {
                 if let Some(fp) = fingerprint_of(nl, c) {
                     l.put_verified(&c.id, &fp);
@@ -205,7 +205,7 @@ impl Masq {
                 }
                 None => {}
             }
-            backend::ensure_existing(c)?;
+            backend::ensure_existing(c, nl)?;
             if let Some(fp) = fingerprint_of(nl, c) {
                 l.put_verified(&c.id, &fp);
             }
@@ -464,7 +464,13 @@ fn setup_plan<'a>(
 
 /// Undoes what a failed ADD's `plan` may have applied: the classes it created go, so a failed
 /// ADD leaves nothing behind, and its addresses go unless another attachment owns them.
-fn undo(l: &Locked<'_>, kind: BackendKind, plan: &Plan, owner: &str) -> Result<()> {
+fn undo(
+    l: &Locked<'_>,
+    nl: &mut Option<Netfilter>,
+    kind: BackendKind,
+    plan: &Plan,
+    owner: &str,
+) -> Result<()> {
     let fresh: Vec<Class> = plan
         .ensure
         .iter()
@@ -488,6 +494,6 @@ fn undo(l: &Locked<'_>, kind: BackendKind, plan: &Plan, owner: &str) -> Result<(
         drop: fresh,
         ..Plan::default()
     };
-    let _ = backend(kind).apply(&undo);
+    let _ = backend(kind).apply(&undo, nl);
     Ok(())
 }

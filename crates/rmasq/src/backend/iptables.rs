@@ -19,10 +19,12 @@
 //! policy lives in iptables' FORWARD.
 //!
 //! The forward accepts are in `forward`, the tools in `xtables`; how an ADD of an
-//! existing class avoids running `iptables` is in the fingerprint module.
+//! existing class avoids running `iptables` is in the fingerprint module, and how a class's
+//! first ADD and last DEL avoid it on iptables-nft nodes in `native`.
 
 use std::net::IpAddr;
 
+use cni_netlink::netfilter::Netfilter;
 use cni_types::error::{CniError, Result, PLUGIN_NOT_AVAILABLE};
 
 use super::forward::{applies as forward_applies, check_forward, plan_forward, FORWARD_CHAIN};
@@ -112,6 +114,7 @@ pub(crate) fn apply_family(
     ensure: &[&Class],
     drop: &[&Class],
     forward_kept: bool,
+    nl: &mut Option<Netfilter>,
 ) -> Result<()> {
     let all = || ensure.iter().chain(drop);
     let nat = all().any(|c| c.backend == BackendKind::Iptables);
@@ -123,8 +126,8 @@ pub(crate) fn apply_family(
     let iptables = |c: &&&Class| c.backend == BackendKind::Iptables;
     let filter = tables.contains(&"filter");
     // A first pod's ADD on a node without our rules needs no save (`untouched`).
-    let saved = if drop.is_empty() && untouched::nothing_of_ours(v4, &tables) {
-        if native::create(v4, &with_nat(ensure), &with_forward_if(filter, ensure)) {
+    let saved = if drop.is_empty() && untouched::nothing_of_ours(v4, &tables, nl) {
+        if native::create(v4, &with_nat(ensure), &with_forward_if(filter, ensure), nl) {
             return Ok(());
         }
         Saved::empty()
@@ -134,6 +137,7 @@ pub(crate) fn apply_family(
             &with_nat(drop),
             &with_forward_if(filter, drop),
             forward_kept,
+            nl,
         )
     {
         return Ok(());
@@ -181,7 +185,7 @@ fn with_forward<'a>(classes: &[&'a Class]) -> Vec<&'a Class> {
 }
 
 /// [`apply_family`] for every family of `plan`'s classes.
-pub(crate) fn apply_plan(plan: &Plan) -> Result<()> {
+pub(crate) fn apply_plan(plan: &Plan, nl: &mut Option<Netfilter>) -> Result<()> {
     for v4 in [true, false] {
         let ensure: Vec<&Class> = plan
             .ensure
@@ -194,7 +198,7 @@ pub(crate) fn apply_plan(plan: &Plan) -> Result<()> {
             .chain(plan.ensure.iter().map(|(c, _)| c))
             .any(|c| c.allow_forward && c.is_v4() == v4);
         if !ensure.is_empty() || !drop.is_empty() {
-            apply_family(v4, &ensure, &drop, forward_kept)?;
+            apply_family(v4, &ensure, &drop, forward_kept, nl)?;
         }
     }
     Ok(())
@@ -209,8 +213,8 @@ pub(crate) fn has_rules(c: &Class) -> bool {
 /// Checks the iptables rules of an existing class (one `iptables-save`) and repairs what differs
 /// (one `iptables-restore`),
 /// as the class's first ADD would have written them.
-pub(crate) fn ensure_existing(c: &Class) -> Result<()> {
-    apply_family(c.is_v4(), &[c], &[], c.allow_forward)
+pub(crate) fn ensure_existing(c: &Class, nl: &mut Option<Netfilter>) -> Result<()> {
+    apply_family(c.is_v4(), &[c], &[], c.allow_forward, nl)
 }
 
 /// The (table, chain) pairs holding `c`'s iptables rules.
@@ -228,8 +232,8 @@ pub(crate) fn chains(c: &Class) -> Vec<(&'static str, String)> {
 }
 
 impl Backend for Iptables {
-    fn apply(&self, plan: &Plan) -> Result<()> {
-        apply_plan(plan)
+    fn apply(&self, plan: &Plan, nl: &mut Option<Netfilter>) -> Result<()> {
+        apply_plan(plan, nl)
     }
 
     fn check(&self, c: &Class, _addr: IpAddr) -> Result<()> {

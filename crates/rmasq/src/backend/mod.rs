@@ -1,7 +1,9 @@
 //! The backends that hold the masquerade rules, and choosing one when the config does not name
 //! it. `nftables` and `iptables` are siblings that share the forward accepts (`forward`, written
 //! by `iptables` for either); `xtables` reads and writes iptables rules (one `iptables-save`, one
-//! `iptables-restore` per family and call); `nft_rules` is what the nftables rules read back as.
+//! `iptables-restore` per family and call); `native` writes a class's first and removes its last
+//! iptables rules without them where iptables is iptables-nft; `nft_rules` is what the nftables
+//! rules read back as.
 
 mod forward;
 mod iptables;
@@ -14,6 +16,7 @@ mod xtables;
 
 use std::process::{Command, Stdio};
 
+use cni_netlink::netfilter::Netfilter;
 use cni_types::error::{CniError, Result, FIREWALL_FAILURE};
 
 use crate::class::BackendKind;
@@ -29,6 +32,14 @@ pub(crate) fn backend(kind: BackendKind) -> Box<dyn Backend> {
         BackendKind::Nftables => Box::new(nftables::Nftables),
         BackendKind::Iptables => Box::new(iptables::Iptables),
     }
+}
+
+/// The call's netfilter socket, opened on first use; None if it cannot be opened.
+fn socket(nl: &mut Option<Netfilter>) -> Option<&mut Netfilter> {
+    if nl.is_none() {
+        *nl = Netfilter::open().ok();
+    }
+    nl.as_mut()
 }
 
 /// Tables that iptables-nft (and ebtables/arptables-nft) create: they mean "this node uses

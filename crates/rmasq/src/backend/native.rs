@@ -38,14 +38,14 @@ const PRIORITY_NAT_SRC: i32 = 100;
 /// A socket of the calling thread's netns and the generation read on it, where rules of family
 /// `v4` may be written here: `iptables-restore` is iptables-nft, and no legacy nat or filter
 /// table is loaded (their rules only legacy tools see).
-struct View {
-    nl: Netfilter,
+struct View<'a> {
+    nl: &'a mut Netfilter,
     family: Family,
     generation: u32,
 }
 
-impl View {
-    fn open(v4: bool) -> Option<View> {
+impl View<'_> {
+    fn open(v4: bool, nl: &mut Option<Netfilter>) -> Option<View<'_>> {
         let restore = find_in_path(&format!("{}-restore", cmd(v4)))?;
         let tool = std::fs::canonicalize(restore).ok()?;
         if tool.file_name()? != "xtables-nft-multi" {
@@ -60,7 +60,7 @@ impl View {
         if legacy.lines().any(|l| matches!(l.trim(), "nat" | "filter")) {
             return None;
         }
-        let mut nl = Netfilter::open().ok()?;
+        let nl = super::socket(nl)?;
         let generation = nl.generation().ok()?;
         let family = if v4 { Family::Ipv4 } else { Family::Ipv6 };
         Some(View {
@@ -81,7 +81,7 @@ impl View {
         ))
     }
 
-    fn commit(mut self, changes: &[Change]) -> bool {
+    fn commit(self, changes: &[Change]) -> bool {
         changes.is_empty()
             || self
                 .nl
@@ -239,8 +239,13 @@ fn forward_rules(c: &Class, out: &mut Vec<Change>) -> Option<()> {
 /// backend) and `forward` (classes with `allowForward`) of family `v4`, on a node where
 /// nothing of ours is in these tables (the caller checked). False if not done: then nothing
 /// changed.
-pub(crate) fn create(v4: bool, nat: &[&Class], forward: &[&Class]) -> bool {
-    let Some(mut view) = View::open(v4) else {
+pub(crate) fn create(
+    v4: bool,
+    nat: &[&Class],
+    forward: &[&Class],
+    nl: &mut Option<Netfilter>,
+) -> bool {
+    let Some(mut view) = View::open(v4, nl) else {
         return false;
     };
     match creation(&mut view, nat, forward) {
@@ -332,11 +337,17 @@ fn undeclare(table: &str, chain: &str, exists: bool, out: &mut Vec<Change>) {
 /// family `v4`, where no other class keeps forward accepts (`forward_kept` false) and our
 /// shared forward chain holds no more than the leaving classes' accepts. False if not done
 /// (then nothing changed).
-pub(crate) fn remove(v4: bool, nat: &[&Class], forward: &[&Class], forward_kept: bool) -> bool {
+pub(crate) fn remove(
+    v4: bool,
+    nat: &[&Class],
+    forward: &[&Class],
+    forward_kept: bool,
+    nl: &mut Option<Netfilter>,
+) -> bool {
     if !forward.is_empty() && forward_kept {
         return false;
     }
-    let Some(mut view) = View::open(v4) else {
+    let Some(mut view) = View::open(v4, nl) else {
         return false;
     };
     match removal(&mut view, nat, forward) {

@@ -280,12 +280,12 @@ pub(crate) fn update_elements(nl: &mut Netfilter, plan: &Plan) -> io::Result<()>
 }
 
 impl Backend for Nftables {
-    fn apply(&self, plan: &Plan) -> Result<()> {
+    fn apply(&self, plan: &Plan, nl: &mut Option<Netfilter>) -> Result<()> {
         let text = script(plan);
         nft(&["-f", "-"], Some(&text)).map_err(|e| e.with_details(text))?;
         // Forward accepts: the class's first pod adds them, the last one's DEL removes them;
         // ADD re-adds them if something deleted them.
-        apply_plan(plan)
+        apply_plan(plan, nl)
     }
 
     fn check(&self, class: &Class, addr: IpAddr) -> Result<()> {

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use cni_netlink::netfilter::Netfilter;
 use cni_types::error::Result;
 
 use crate::class::Class;
@@ -25,8 +26,9 @@ pub(crate) struct Plan {
 /// Where masquerade rules live: nftables or iptables.
 pub(crate) trait Backend {
     /// Writes what `plan` needs: the rules of `plan.live` and `plan.ensure`, the addresses of
-    /// `plan.add` and `plan.remove`, and the removal of `plan.drop`'s rules.
-    fn apply(&self, plan: &Plan) -> Result<()>;
+    /// `plan.add` and `plan.remove`, and the removal of `plan.drop`'s rules. `nl` is the call's
+    /// netfilter socket, opened here if needed and left to the caller to close after its lock.
+    fn apply(&self, plan: &Plan, nl: &mut Option<Netfilter>) -> Result<()>;
     /// Errors with code 102 (CHECK_MISMATCH) naming what is missing.
     fn check(&self, class: &Class, addr: IpAddr) -> Result<()>;
     /// Code 50 if the backend cannot be used on this node.

@@ -17,7 +17,7 @@ use super::forward::FORWARD_CHAIN;
 
 /// True when nothing of rmasq's is in `tables` (of `nat`, `filter`) of family `v4`, so that an
 /// empty `iptables-save` stands for the real one.
-pub(crate) fn nothing_of_ours(v4: bool, tables: &[&str]) -> bool {
+pub(crate) fn nothing_of_ours(v4: bool, tables: &[&str], nl: &mut Option<Netfilter>) -> bool {
     let names = if v4 {
         "/proc/thread-self/net/ip_tables_names"
     } else {
@@ -28,11 +28,11 @@ pub(crate) fn nothing_of_ours(v4: bool, tables: &[&str]) -> bool {
     if legacy.lines().any(|l| tables.contains(&l.trim())) {
         return false;
     }
-    let Ok(mut nl) = Netfilter::open() else {
+    let Some(nl) = super::socket(nl) else {
         return false;
     };
     let family = if v4 { Family::Ipv4 } else { Family::Ipv6 };
-    let mut read = |table: &str, chain: &str| chain_rules(&mut nl, family, table, chain);
+    let mut read = |table: &str, chain: &str| chain_rules(nl, family, table, chain);
     let clear = |rules: io::Result<Vec<Rule>>| rules.is_ok_and(|r| !r.iter().any(jumps_to_ours));
     tables.iter().all(|table| match *table {
         "nat" => clear(read("nat", "POSTROUTING")),
