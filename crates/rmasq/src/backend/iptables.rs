@@ -28,9 +28,10 @@ use cni_netlink::netfilter::Netfilter;
 use cni_types::error::{CniError, Result, PLUGIN_NOT_AVAILABLE};
 
 use super::forward::{applies as forward_applies, check_forward, plan_forward, FORWARD_CHAIN};
+use super::native::{self, Outcome};
 use super::plan::{Backend, Plan};
+use super::untouched;
 use super::xtables::{cmd, in_path, missing, same_words, Batch, Saved};
-use super::{native, untouched};
 use crate::class::{BackendKind, Class};
 
 pub(crate) struct Iptables;
@@ -127,10 +128,12 @@ pub(crate) fn apply_family(
     let filter = tables.contains(&"filter");
     // A first pod's ADD on a node without our rules needs no save (`untouched`).
     let saved = if drop.is_empty() && untouched::nothing_of_ours(v4, &tables, nl) {
-        if native::create(v4, &with_nat(ensure), &with_forward_if(filter, ensure), nl) {
-            return Ok(());
+        match native::create(v4, &with_nat(ensure), &with_forward_if(filter, ensure), nl) {
+            Outcome::Done => return Ok(()),
+            Outcome::NotHere => Saved::empty(),
+            // Someone wrote rules since the reading: it no longer stands for a save.
+            Outcome::Refused => Saved::read(v4, &tables)?,
         }
-        Saved::empty()
     } else if ensure.is_empty()
         && native::remove(
             v4,
@@ -138,7 +141,7 @@ pub(crate) fn apply_family(
             &with_forward_if(filter, drop),
             forward_kept,
             nl,
-        )
+        ) == Outcome::Done
     {
         return Ok(());
     } else {

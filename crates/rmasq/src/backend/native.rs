@@ -28,6 +28,19 @@ use super::forward::FORWARD_CHAIN;
 use super::xtables::{cmd, find_in_path};
 use crate::class::Class;
 
+/// What became of a change offered here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Written: nothing is left for the tools.
+    Done,
+    /// Not for this node (legacy iptables, no usable netlink): the tools write it, on what the
+    /// caller knows.
+    NotHere,
+    /// Refused (by the kernel, because the ruleset moved on since it was read, or because the
+    /// case is not a plain one): nothing changed, and the tools write it on a fresh reading.
+    Refused,
+}
+
 /// xt_comment_info: a NUL-terminated comment of at most 255 bytes in 256.
 const COMMENT_LEN: usize = 256;
 /// NF_INET_FORWARD, NF_INET_POST_ROUTING; NF_IP_PRI_NAT_SRC (NF_IP6_PRI_NAT_SRC alike).
@@ -81,12 +94,16 @@ impl View<'_> {
         ))
     }
 
-    fn commit(self, changes: &[Change]) -> bool {
-        changes.is_empty()
-            || self
-                .nl
+    fn commit(self, changes: &[Change]) -> Outcome {
+        let done = changes.is_empty()
+            || (self.nl)
                 .commit(self.family, Some(self.generation), changes)
-                .is_ok()
+                .is_ok();
+        if done {
+            Outcome::Done
+        } else {
+            Outcome::Refused
+        }
     }
 }
 
@@ -237,20 +254,20 @@ fn forward_rules(c: &Class, out: &mut Vec<Change>) -> Option<()> {
 
 /// Writes what `iptables-restore` would for the first ADD of `nat` (classes of the iptables
 /// backend) and `forward` (classes with `allowForward`) of family `v4`, on a node where
-/// nothing of ours is in these tables (the caller checked). False if not done: then nothing
-/// changed.
+/// nothing of ours is in these tables (the caller checked, before the generation read here:
+/// anything written since makes the kernel refuse the transaction).
 pub(crate) fn create(
     v4: bool,
     nat: &[&Class],
     forward: &[&Class],
     nl: &mut Option<Netfilter>,
-) -> bool {
+) -> Outcome {
     let Some(mut view) = View::open(v4, nl) else {
-        return false;
+        return Outcome::NotHere;
     };
     match creation(&mut view, nat, forward) {
         Ok(Some(changes)) => view.commit(&changes),
-        _ => false,
+        _ => Outcome::Refused,
     }
 }
 
@@ -335,24 +352,23 @@ fn undeclare(table: &str, chain: &str, exists: bool, out: &mut Vec<Change>) {
 
 /// Removes what `iptables-restore` would on the last DEL of `nat` and `forward` classes of
 /// family `v4`, where no other class keeps forward accepts (`forward_kept` false) and our
-/// shared forward chain holds no more than the leaving classes' accepts. False if not done
-/// (then nothing changed).
+/// shared forward chain holds no more than the leaving classes' accepts.
 pub(crate) fn remove(
     v4: bool,
     nat: &[&Class],
     forward: &[&Class],
     forward_kept: bool,
     nl: &mut Option<Netfilter>,
-) -> bool {
+) -> Outcome {
     if !forward.is_empty() && forward_kept {
-        return false;
+        return Outcome::Refused;
     }
     let Some(mut view) = View::open(v4, nl) else {
-        return false;
+        return Outcome::NotHere;
     };
     match removal(&mut view, nat, forward) {
         Ok(Some(changes)) => view.commit(&changes),
-        _ => false,
+        _ => Outcome::Refused,
     }
 }
 

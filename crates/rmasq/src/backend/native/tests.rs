@@ -92,10 +92,8 @@ fn a_class_written_here_reads_back_as_iptables_restore_writes_it() {
     ] {
         let ours = Netns::new("nativew");
         let theirs = Netns::new("nativer");
-        assert!(
-            ours.within(|| create(v4, &[&c], &[&c], &mut None)),
-            "written here"
-        );
+        let written = ours.within(|| create(v4, &[&c], &[&c], &mut None));
+        assert_eq!(written, Outcome::Done);
         let tool = if v4 { "iptables" } else { "ip6tables" };
         let input = restore_input(&c);
         theirs.sh(&format!(
@@ -110,10 +108,8 @@ fn a_class_written_here_reads_back_as_iptables_restore_writes_it() {
             nat_chain(&c)
         );
         ours.sh(&format!("{tool} -t nat -C POSTROUTING {jump}"));
-        assert!(
-            ours.within(|| remove(v4, &[&c], &[&c], false, &mut None)),
-            "removed here"
-        );
+        let removed = ours.within(|| remove(v4, &[&c], &[&c], false, &mut None));
+        assert_eq!(removed, Outcome::Done);
         theirs.sh(&format!("{tool} -t nat -D POSTROUTING {jump}"));
         theirs.sh(&format!(
             "{tool} -t nat -F {ch} && {tool} -t nat -X {ch} && {tool} -D FORWARD -j RMASQ-FORWARD \
@@ -130,7 +126,10 @@ fn a_drop_policy_on_forward_is_kept() {
     let ns = Netns::new("nativep");
     ns.sh("iptables -P FORWARD DROP && iptables -A FORWARD -j DROP");
     let c = class("10.1.0.5/24", &["10.1.0.0/24"]);
-    assert!(ns.within(|| create(true, &[&c], &[&c], &mut None)));
+    assert_eq!(
+        ns.within(|| create(true, &[&c], &[&c], &mut None)),
+        Outcome::Done
+    );
     let forward = ns.sh("iptables -S FORWARD");
     assert_eq!(
         forward.lines().collect::<Vec<_>>(),
@@ -141,7 +140,10 @@ fn a_drop_policy_on_forward_is_kept() {
         ],
         "our jump goes first, the policy and the node's rule stay"
     );
-    assert!(ns.within(|| remove(true, &[&c], &[&c], false, &mut None)));
+    assert_eq!(
+        ns.within(|| remove(true, &[&c], &[&c], false, &mut None)),
+        Outcome::Done
+    );
     assert_eq!(
         ns.sh("iptables -S FORWARD").lines().collect::<Vec<_>>(),
         ["-P FORWARD DROP", "-A FORWARD -j DROP"]
@@ -153,13 +155,25 @@ fn a_removal_that_would_take_more_than_the_leaving_classes_is_left_to_iptables()
     let ns = Netns::new("nativek");
     let a = class("10.1.0.5/24", &["10.1.0.0/24"]);
     let b = class("10.2.0.5/24", &["10.2.0.0/24"]);
-    assert!(ns.within(|| create(true, &[&a], &[&a, &b], &mut None)));
+    assert_eq!(
+        ns.within(|| create(true, &[&a], &[&a, &b], &mut None)),
+        Outcome::Done
+    );
     let before = listing(&ns);
     // b's accepts are in the shared chain: flushing it for a alone would take them.
-    assert!(!ns.within(|| remove(true, &[&a], &[&a], false, &mut None)));
+    assert_eq!(
+        ns.within(|| remove(true, &[&a], &[&a], false, &mut None)),
+        Outcome::Refused
+    );
     // Another class keeps forward accepts.
-    assert!(!ns.within(|| remove(true, &[&a], &[&a], true, &mut None)));
+    assert_eq!(
+        ns.within(|| remove(true, &[&a], &[&a], true, &mut None)),
+        Outcome::Refused
+    );
     assert_eq!(listing(&ns), before, "nothing changed");
-    assert!(ns.within(|| remove(true, &[&a], &[&a, &b], false, &mut None)));
+    assert_eq!(
+        ns.within(|| remove(true, &[&a], &[&a, &b], false, &mut None)),
+        Outcome::Done
+    );
     assert!(!listing(&ns).contains("RMASQ"));
 }
