@@ -61,6 +61,24 @@ pub struct NetConf {
     pub extra: Map<String, Value>,
 }
 
+/// NetConf's own keys (it collects the others in `extra`), as Go's plugins match them.
+const NETCONF_KEYS: &[&str] = &[
+    "cniVersion",
+    "cniVersions",
+    "name",
+    "type",
+    "ipam",
+    "dns",
+    "prevResult",
+    "runtimeConfig",
+    "args",
+    "capabilities",
+    "disableCheck",
+    "disableGC",
+    "logFile",
+    "logLevel",
+];
+
 /// The `ipam` section: its `type` names the IPAM plugin; the rest is that plugin's business.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IpamConf {
@@ -116,6 +134,11 @@ impl NetConf {
                 "network configuration on stdin must be a JSON object",
             ));
         }
+        let mut value = value;
+        crate::fold::fold_keys(&mut value, NETCONF_KEYS);
+        if let Some(ipam) = value.get_mut("ipam") {
+            crate::fold::fold_keys(ipam, &["type"]);
+        }
         decode_config(value)
     }
 
@@ -153,10 +176,24 @@ pub fn lookup_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value
     })
 }
 
-/// Decodes a config into `T`. A type error becomes code 7 naming the path of the bad key, e.g.
+/// Decodes a config into `T`, its keys matched as Go matches them (exactly, else ignoring case:
+/// `fold`). A type error becomes code 7 naming the path of the bad key, e.g.
 /// `ipam.ranges[0][0].subnet: invalid IP network syntax`.
 pub fn decode_config<T: DeserializeOwned>(value: Value) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    decoded(serde_path_to_error::deserialize(crate::fold::Folding(
+        value,
+    )))
+}
+
+/// [`decode_config`] with keys matched exactly.
+fn decode_exact<T: DeserializeOwned>(value: Value) -> Result<T> {
+    decoded(serde_path_to_error::deserialize(value))
+}
+
+fn decoded<T>(
+    r: std::result::Result<T, serde_path_to_error::Error<serde_json::Error>>,
+) -> Result<T> {
+    r.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -201,7 +238,8 @@ impl NetConfList {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             CniError::new(DECODING_FAILURE, format!("conflist is not valid JSON: {e}"))
         })?;
-        let list: NetConfList = decode_config(value)?;
+        // libcni reads a conflist's keys exactly (map lookups), unlike a plugin's.
+        let list: NetConfList = decode_exact(value)?;
         if list.plugins.is_empty() {
             return Err(CniError::invalid_config(format!(
                 "conflist {:?} has no plugins: add at least one entry to \"plugins\"",

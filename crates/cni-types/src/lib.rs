@@ -14,6 +14,7 @@
 pub mod args;
 pub mod config;
 pub mod error;
+mod fold;
 pub mod gc;
 pub mod result;
 pub mod validate;

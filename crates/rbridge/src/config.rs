@@ -339,6 +339,19 @@ mod tests {
         assert!(trunk("[]").unwrap().is_empty());
     }
 
+    /// As upstream bridge (Go's JSON decoding): a key names its field exactly or ignoring case.
+    #[test]
+    fn keys_are_read_ignoring_case_as_upstream_reads_them() {
+        let stdin = br#"{"cniVersion":"1.0.0","name":"n","Type":"rbridge","BRIDGE":"br9",
+            "isgateway":true,"IPMasq":true,"Mtu":1400,"IPAM":{"type":"rhost-local"}}"#;
+        let call = cni_plugin::skel::lint_call("rbridge", stdin).unwrap();
+        let conf = BridgeConf::from_call(&call).unwrap();
+        assert_eq!(conf.bridge, "br9");
+        assert!(conf.is_gateway && conf.ip_masq);
+        assert_eq!(conf.mtu, Some(1400));
+        assert_eq!(conf.ipam.as_deref(), Some("rhost-local"));
+    }
+
     #[test]
     fn link_names() {
         assert!(check_link_name("bridge", "cni0").is_ok());

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use cni_types::config::lookup_ci;
 use cni_types::SpecVersion;
 
 use super::bins::BinDirs;
@@ -290,7 +291,8 @@ fn split_path(s: &str) -> Option<Vec<Segment>> {
     Some(out)
 }
 
-/// Keys our plugins do not read: warnings with the nearest known key.
+/// Keys our plugins do not read: warnings with the nearest known key. Our plugins match keys
+/// as Go does (exactly, else ignoring case), so a key differing only in case is read.
 fn unknown(
     plugin_type: &str,
     ipam_type: Option<&str>,
@@ -298,35 +300,35 @@ fn unknown(
     entry: &Map<String, Value>,
     out: &mut Vec<Finding>,
 ) {
-    let (own, ignore_case): (&[&'static str], bool) = match plugin_type {
-        "rbridge" => (keys::RBRIDGE, false),
-        "rmasq" => (keys::RMASQ, false),
-        "rroutes" => (keys::RROUTES, true),
-        _ => (&[], false),
+    let own: &[&'static str] = match plugin_type {
+        "rbridge" => keys::RBRIDGE,
+        "rmasq" => keys::RMASQ,
+        "rroutes" => keys::RROUTES,
+        _ => &[],
     };
     if !own.is_empty() {
         let mut known = keys::COMMON.to_vec();
         known.extend(own);
-        for u in unknown_keys(entry, at, &known, ignore_case) {
+        for u in unknown_keys(entry, at, &known, true) {
             out.push(unread(plugin_type, &u));
         }
     }
     if ipam_type != Some("rhost-local") {
         return;
     }
-    let Some(ipam) = entry.get("ipam").and_then(Value::as_object) else {
+    let Some(ipam) = lookup_ci(entry, "ipam").and_then(Value::as_object) else {
         return;
     };
     let ipam_at = Network::path(at, "ipam");
-    for u in unknown_keys(ipam, &ipam_at, keys::RHOST_LOCAL, false) {
+    for u in unknown_keys(ipam, &ipam_at, keys::RHOST_LOCAL, true) {
         out.push(unread("rhost-local", &u));
     }
-    let sets = ipam.get("ranges").and_then(Value::as_array);
+    let sets = lookup_ci(ipam, "ranges").and_then(Value::as_array);
     for (i, set) in sets.into_iter().flatten().enumerate() {
         for (j, range) in set.as_array().into_iter().flatten().enumerate() {
             if let Some(r) = range.as_object() {
                 let range_at = format!("{ipam_at}.ranges[{i}][{j}]");
-                for u in unknown_keys(r, &range_at, keys::RANGE, false) {
+                for u in unknown_keys(r, &range_at, keys::RANGE, true) {
                     out.push(unread("rhost-local", &u));
                 }
             }

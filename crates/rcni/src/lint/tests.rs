@@ -225,12 +225,14 @@ fn our_plugins_configs_through_their_parsers() {
 #[test]
 fn unknown_keys_are_warnings_with_the_nearest_key() {
     let mut c = good();
-    c["plugins"][0]["hairpinmode"] = json!(true);
+    c["plugins"][0]["hairpinmod"] = json!(true);
     c["plugins"][1]["nonMasqueradeCIDR"] = json!(["10.0.0.0/8"]);
     c["plugins"][0]["ipam"]["range"] = json!([]);
-    c["plugins"][0]["ipam"]["ranges"][0][0]["rangestart"] = json!("10.244.1.10");
-    // rroutes reads its keys without regard to case.
+    c["plugins"][0]["ipam"]["ranges"][0][0]["rangestrt"] = json!("10.244.1.10");
+    // Our plugins read keys as Go does, ignoring case: these are read, not unknown.
     c["plugins"][2]["HOSTROUTES"] = c["plugins"][2]["hostRoutes"].take();
+    c["plugins"][0]["hairpinmode"] = json!(true);
+    c["plugins"][0]["ipam"]["ranges"][0][0]["RangeEnd"] = json!("10.244.1.20");
     let r = lint_json(c);
     let got: Vec<(Severity, &str, &str)> = r
         .findings
@@ -240,9 +242,9 @@ fn unknown_keys_are_warnings_with_the_nearest_key() {
     assert_eq!(
         got,
         [
-            (Severity::Warning, "plugins[0].hairpinmode", "rbridge does not read \"hairpinmode\", so it has no effect; did you mean \"hairpinMode\"?"),
+            (Severity::Warning, "plugins[0].hairpinmod", "rbridge does not read \"hairpinmod\", so it has no effect; did you mean \"hairpinMode\"?"),
             (Severity::Warning, "plugins[0].ipam.range", "rhost-local does not read \"range\", so it has no effect; did you mean \"ranges\"?"),
-            (Severity::Warning, "plugins[0].ipam.ranges[0][0].rangestart", "rhost-local does not read \"rangestart\", so it has no effect; did you mean \"rangeStart\"?"),
+            (Severity::Warning, "plugins[0].ipam.ranges[0][0].rangestrt", "rhost-local does not read \"rangestrt\", so it has no effect; did you mean \"rangeStart\"?"),
             (Severity::Warning, "plugins[1].nonMasqueradeCIDR", "rmasq does not read \"nonMasqueradeCIDR\", so it has no effect; did you mean \"nonMasqueradeCIDRs\"?"),
         ],
         "{}",

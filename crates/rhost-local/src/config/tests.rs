@@ -32,6 +32,21 @@ fn defaults_follow_upstream() {
     assert_eq!(c.range_sets[1].source, "ipam.ranges[1]");
 }
 
+/// As upstream host-local (Go's JSON decoding): keys name their field ignoring case.
+#[test]
+fn keys_are_read_ignoring_case_as_upstream_reads_them() {
+    let v = json!({"cniVersion": "1.0.0", "Name": "net", "type": "rbridge", "IPAM": {
+        "Type": "rhost-local", "DataDir": "/run/x",
+        "Ranges": [[{"Subnet": "10.1.0.0/24", "RangeStart": "10.1.0.10", "GATEWAY": "10.1.0.254"}]],
+    }});
+    let c = load(v).unwrap();
+    assert_eq!(c.network, "net");
+    assert_eq!(c.data_dir, PathBuf::from("/run/x"));
+    let r = &c.range_sets[0].ranges[0];
+    assert_eq!(r.start.to_string(), "10.1.0.10");
+    assert_eq!(r.gateway.to_string(), "10.1.0.254");
+}
+
 #[test]
 fn legacy_range_comes_first_and_runtime_ranges_before_it() {
     let v = json!({
