@@ -19,6 +19,8 @@ pub mod cri;
 mod exec;
 #[cfg(feature = "fake-cri")]
 pub mod fake_cri;
+#[doc(hidden)]
+pub mod fuzzing;
 mod report;
 mod state;
 

@@ -52,6 +52,22 @@ impl Tools {
         ])
     }
 
+    /// As `new`, but `iptables-restore` and `ip6tables-restore` are links to the real ones, as
+    /// on a node (so rmasq sees iptables-nft behind them), and so not logged.
+    fn nft_links() -> Tools {
+        let t = Tools::with(&[
+            ("nft", "nft"),
+            ("iptables", "iptables"),
+            ("ip6tables", "ip6tables"),
+            ("iptables-save", "iptables-save"),
+            ("ip6tables-save", "ip6tables-save"),
+        ]);
+        for tool in ["iptables-restore", "ip6tables-restore"] {
+            std::os::unix::fs::symlink(real(tool), t.dir.join(tool)).unwrap();
+        }
+        t
+    }
+
     fn with(tools: &[(&str, &str)]) -> Tools {
         let dir = temp_dir("rmasq-tools");
         for (tool, program) in tools {
@@ -145,6 +161,49 @@ fn a_class_comes_and_goes_in_one_restore_per_family() {
             expected,
             "{backend}: the last pod's DEL"
         );
+        assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
+    }
+}
+
+/// The ruleset generation of the node: every nf_tables transaction bumps it.
+fn generation(w: &World) -> u32 {
+    w.node.within(|| {
+        cni_netlink::netfilter::Netfilter::open()
+            .and_then(|mut nl| nl.generation())
+            .unwrap()
+    })
+}
+
+/// Where iptables is iptables-nft, a class's first ADD and last DEL run no iptables tool: one
+/// nf_tables transaction per family writes or removes the nat rules and forward accepts
+/// together (iptables-restore would make one per table).
+#[test]
+fn on_iptables_nft_a_class_comes_and_goes_in_one_transaction_per_family() {
+    for (backend, tools_run) in [("iptables", vec![]), ("nftables", vec!["nft".to_string()])] {
+        let w = World::new();
+        let tools = Tools::nft_links();
+        let conf = pod(&w, backend, 0);
+        let before = generation(&w);
+        call(&w, &tools, "ADD", "c0", &conf).assert_ok();
+        assert_eq!(tool_names(tools.take()), tools_run, "{backend}: first ADD");
+        if backend == "iptables" {
+            assert_eq!(generation(&w) - before, 2, "{backend}: one per family");
+        }
+        let saved = w.node.sh("iptables-save; ip6tables-save");
+        assert!(saved.contains("-j RMASQ-FORWARD"), "{saved}");
+        assert_eq!(
+            saved.contains("-j MASQUERADE"),
+            backend == "iptables",
+            "{saved}"
+        );
+        w.rmasq("CHECK", "c0", &conf).assert_ok();
+        tools.take();
+        let before = generation(&w);
+        call(&w, &tools, "DEL", "c0", &conf).assert_ok();
+        assert_eq!(tool_names(tools.take()), tools_run, "{backend}: last DEL");
+        if backend == "iptables" {
+            assert_eq!(generation(&w) - before, 2, "{backend}: one per family");
+        }
         assert_eq!(w.rule_count(), 0, "{backend}:\n{}", w.node.firewall());
     }
 }

@@ -126,13 +126,14 @@ pub(crate) fn apply_family(
     }
     let iptables = |c: &&&Class| c.backend == BackendKind::Iptables;
     let filter = tables.contains(&"filter");
-    // A first pod's ADD on a node without our rules needs no save (`untouched`).
-    let saved = if drop.is_empty() && untouched::nothing_of_ours(v4, &tables, nl) {
-        match native::create(v4, &with_nat(ensure), &with_forward_if(filter, ensure), nl) {
+    // A first pod's ADD on a node without our rules needs no process where iptables is
+    // iptables-nft (`native`), and no save elsewhere (`untouched`).
+    let saved = if drop.is_empty() {
+        let (nat, forward) = (with_nat(ensure), with_forward_if(filter, ensure));
+        match native::create(v4, &tables, &nat, &forward, nl) {
             Outcome::Done => return Ok(()),
-            Outcome::NotHere => Saved::empty(),
-            // Someone wrote rules since the reading: it no longer stands for a save.
-            Outcome::Refused => Saved::read(v4, &tables)?,
+            Outcome::NotHere if untouched::nothing_of_ours(v4, &tables, nl) => Saved::empty(),
+            Outcome::NotHere | Outcome::Refused => Saved::read(v4, &tables)?,
         }
     } else if ensure.is_empty()
         && native::remove(

@@ -28,9 +28,15 @@ pub(crate) fn nothing_of_ours(v4: bool, tables: &[&str], nl: &mut Option<Netfilt
     if legacy.lines().any(|l| tables.contains(&l.trim())) {
         return false;
     }
-    let Some(nl) = super::socket(nl) else {
-        return false;
-    };
+    match super::socket(nl) {
+        Some(nl) => chains_clear(nl, v4, tables),
+        None => false,
+    }
+}
+
+/// True when nf_tables holds nothing of rmasq's in the chains of `tables` a first ADD appends to
+/// (legacy tables aside).
+pub(crate) fn chains_clear(nl: &mut Netfilter, v4: bool, tables: &[&str]) -> bool {
     let family = if v4 { Family::Ipv4 } else { Family::Ipv6 };
     let mut read = |table: &str, chain: &str| chain_rules(nl, family, table, chain);
     let clear = |rules: io::Result<Vec<Rule>>| rules.is_ok_and(|r| !r.iter().any(jumps_to_ours));

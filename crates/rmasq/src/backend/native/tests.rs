@@ -2,6 +2,8 @@ use super::*;
 use crate::class::{BackendKind, Options};
 use cni_testkit::Netns;
 
+const TABLES: &[&str] = &["nat", "filter"];
+
 fn class(addr: &str, skip: &[&str]) -> Class {
     let a: IpNet = addr.parse().unwrap();
     let skip: Vec<IpNet> = skip.iter().map(|s| s.parse().unwrap()).collect();
@@ -92,7 +94,7 @@ fn a_class_written_here_reads_back_as_iptables_restore_writes_it() {
     ] {
         let ours = Netns::new("nativew");
         let theirs = Netns::new("nativer");
-        let written = ours.within(|| create(v4, &[&c], &[&c], &mut None));
+        let written = ours.within(|| create(v4, TABLES, &[&c], &[&c], &mut None));
         assert_eq!(written, Outcome::Done);
         let tool = if v4 { "iptables" } else { "ip6tables" };
         let input = restore_input(&c);
@@ -127,7 +129,7 @@ fn a_drop_policy_on_forward_is_kept() {
     ns.sh("iptables -P FORWARD DROP && iptables -A FORWARD -j DROP");
     let c = class("10.1.0.5/24", &["10.1.0.0/24"]);
     assert_eq!(
-        ns.within(|| create(true, &[&c], &[&c], &mut None)),
+        ns.within(|| create(true, TABLES, &[&c], &[&c], &mut None)),
         Outcome::Done
     );
     let forward = ns.sh("iptables -S FORWARD");
@@ -156,7 +158,7 @@ fn a_removal_that_would_take_more_than_the_leaving_classes_is_left_to_iptables()
     let a = class("10.1.0.5/24", &["10.1.0.0/24"]);
     let b = class("10.2.0.5/24", &["10.2.0.0/24"]);
     assert_eq!(
-        ns.within(|| create(true, &[&a], &[&a, &b], &mut None)),
+        ns.within(|| create(true, TABLES, &[&a], &[&a, &b], &mut None)),
         Outcome::Done
     );
     let before = listing(&ns);
