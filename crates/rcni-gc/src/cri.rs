@@ -15,6 +15,26 @@ use tonic::transport::{Endpoint, Uri};
 /// containerd's socket; CRI-O's is `unix:///var/run/crio/crio.sock`.
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 
+/// The endpoint that stands for whichever runtime the node has (see [`resolve`]).
+pub const AUTO: &str = "auto";
+
+/// The runtimes' sockets `auto` looks for, in crictl's order.
+const KNOWN: [&str; 2] = [DEFAULT_ENDPOINT, "unix:///var/run/crio/crio.sock"];
+
+/// `endpoint`, or for `auto` the first of containerd's and CRI-O's sockets that exists
+/// (containerd's if neither does, so the error names it).
+pub fn resolve(endpoint: &str) -> String {
+    resolve_among(endpoint, &KNOWN)
+}
+
+fn resolve_among(endpoint: &str, known: &[&str]) -> String {
+    if endpoint != AUTO {
+        return endpoint.to_string();
+    }
+    let present = |e: &&&str| socket_path(e).is_ok_and(|p| p.exists());
+    known.iter().find(present).unwrap_or(&known[0]).to_string()
+}
+
 const LIST_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/ListPodSandbox";
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -73,8 +93,9 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Every pod sandbox the runtime at `endpoint` knows, ready or not.
+/// Every pod sandbox the runtime at `endpoint` (or `auto`) knows, ready or not.
 pub fn list_sandboxes(endpoint: &str, timeout: Duration) -> Result<Vec<PodSandbox>> {
+    let endpoint = &resolve(endpoint);
     let socket = socket_path(endpoint)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -146,6 +167,22 @@ mod tests {
         );
         let e = socket_path("tcp://10.0.0.1:1234").unwrap_err().to_string();
         assert!(e.contains("unix:///"), "{e}");
+    }
+
+    /// `auto` is the first runtime socket that exists, containerd's when none does; any other
+    /// endpoint is itself.
+    #[test]
+    fn auto_finds_the_runtime_the_node_has() {
+        let dir = cni_testkit::temp_dir("cri-auto");
+        let containerd = format!("unix://{}/containerd.sock", dir.display());
+        let crio = format!("unix://{}/crio.sock", dir.display());
+        let known = [containerd.as_str(), crio.as_str()];
+        assert_eq!(resolve_among(AUTO, &known), containerd);
+        std::fs::write(dir.join("crio.sock"), "").unwrap();
+        assert_eq!(resolve_among(AUTO, &known), crio);
+        std::fs::write(dir.join("containerd.sock"), "").unwrap();
+        assert_eq!(resolve_among(AUTO, &known), containerd);
+        assert_eq!(resolve_among("/x.sock", &known), "/x.sock");
     }
 
     /// The wire bytes of a CRI answer (field numbers of runtime.v1) decode into ours, unknown

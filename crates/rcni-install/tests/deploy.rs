@@ -184,7 +184,8 @@ fn daemonset_runs_on_every_node_with_what_it_needs() {
             "/opt/cni/bin",
             "/run/containerd",
             "/var/lib/cni",
-            "/var/lib/rcni"
+            "/var/lib/rcni",
+            "/var/run/crio"
         ]
     );
     let node_name = c["env"]

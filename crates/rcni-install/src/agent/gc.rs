@@ -34,8 +34,10 @@ pub struct GcArgs {
     /// pods the runtime lists only once their sandbox runs).
     #[arg(long, env = "RCNI_GC_GRACE", default_value = "2m", value_parser = rcni_gc::parse_duration)]
     pub gc_grace: Duration,
-    /// The container runtime's CRI socket (CRI-O: unix:///var/run/crio/crio.sock).
-    #[arg(long, env = "RCNI_CRI_ENDPOINT", default_value = rcni_gc::cri::DEFAULT_ENDPOINT)]
+    /// The container runtime's CRI socket: "auto" (containerd's
+    /// unix:///run/containerd/containerd.sock or CRI-O's unix:///var/run/crio/crio.sock,
+    /// whichever exists), or the one to use.
+    #[arg(long, env = "RCNI_CRI_ENDPOINT", default_value = rcni_gc::cri::AUTO)]
     pub cri_endpoint: String,
     /// libcni's cache dir, the runtime's (its entries are in results/).
     #[arg(long, env = "RCNI_CNI_CACHE_DIR", default_value = rcni_gc::DEFAULT_CACHE_DIR)]
