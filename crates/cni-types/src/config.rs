@@ -283,6 +283,37 @@ impl NetConfList {
 mod tests {
     use super::*;
 
+    /// NETCONF_KEYS, which NetConf's keys are folded to, are its fields' names: every one it
+    /// writes when all are set.
+    #[test]
+    fn netconf_keys_are_the_structs_own() {
+        let conf = NetConf {
+            cni_versions: vec!["1.0.0".into()],
+            ipam: Some(IpamConf::default()),
+            dns: Some(Dns::default()),
+            prev_result: Some(Value::Null),
+            runtime_config: Some(Map::new()),
+            args: Some(Value::Null),
+            capabilities: Some(Map::new()),
+            disable_check: Some(Flag(true)),
+            disable_gc: Some(Flag(true)),
+            log_file: Some("/l".into()),
+            log_level: Some("info".into()),
+            ..NetConf::default()
+        };
+        let written = serde_json::to_value(&conf).unwrap();
+        let mut keys: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut want = NETCONF_KEYS.to_vec();
+        keys.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+    }
+
     #[test]
     fn shared_keys_and_unknown_keys_are_kept() {
         let conf = NetConf::from_slice(

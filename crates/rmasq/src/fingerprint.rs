@@ -109,12 +109,7 @@ fn whereabouts() -> Option<String> {
 /// The `legacy` lines of a fingerprint: one per loaded iptables-legacy table holding `c`'s rules.
 fn legacy_fingerprint(c: &Class) -> Option<String> {
     let v4 = c.is_v4();
-    let names = if v4 {
-        "/proc/thread-self/net/ip_tables_names"
-    } else {
-        "/proc/thread-self/net/ip6_tables_names"
-    };
-    let loaded = std::fs::read_to_string(names).unwrap_or_default();
+    let loaded = crate::backend::legacy_tables(v4);
     let mut fp = String::new();
     let mut seen: Vec<&str> = Vec::new();
     for (table, _) in &chains(c) {

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use cni_netlink::RouteSpec;
 use cni_types::config::{decode_config, lookup_ci, Flag};
@@ -22,15 +22,7 @@ use cni_types::{CniError, Result, Route};
 /// `rroutes sync` removes node routes with this protocol that its conflist no longer lists.
 pub const DEFAULT_PROTOCOL: u8 = 114;
 
-/// The keys a pod may set through `args.cni`.
-const POD_KEYS: [&str; 5] = [
-    "flushRoutes",
-    "flushGateway",
-    "delRoutes",
-    "addRoutes",
-    "skipCheck",
-];
-/// Node-wide keys, config only.
+/// Node-wide keys, config only (a pod's `args.cni` may set the others).
 const NODE_KEYS: [&str; 2] = ["hostRoutes", "routeProtocol"];
 
 /// A route to add in the pod, as a CNI 1.1.0 route.
@@ -114,13 +106,6 @@ struct CniWrap {
     cni: Keys,
 }
 
-/// Our keys of `obj` under their canonical names.
-fn canonical(obj: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
-    keys.iter()
-        .filter_map(|k| Some((k.to_string(), lookup_ci(obj, k)?.clone())))
-        .collect()
-}
-
 impl Conf {
     /// Decodes a plugin config (the whole stdin, or a conflist entry); errors are code 7 naming
     /// the key, e.g. `addRoutes[0].dst` or `args.cni.delRoutes[1].table`.
@@ -130,8 +115,8 @@ impl Conf {
                 "the network config must be a JSON object",
             ));
         };
-        let all: Vec<&str> = POD_KEYS.iter().chain(&NODE_KEYS).copied().collect();
-        let base: Keys = decode_config(Value::Object(canonical(obj, &all)))?;
+        // decode_config matches keys as route-override (Go) does, ignoring case.
+        let base: Keys = decode_config(raw.clone())?;
         let cni = lookup_ci(obj, "args")
             .and_then(Value::as_object)
             .and_then(|a| lookup_ci(a, "cni"))
@@ -144,7 +129,7 @@ impl Conf {
                         "args.cni.{k} is not accepted: it is a node setting, put it in the rroutes entry of the conflist"
                     )));
                 }
-                let wrapped = serde_json::json!({"args": {"cni": canonical(cni, &POD_KEYS)}});
+                let wrapped = serde_json::json!({"args": {"cni": cni}});
                 decode_config::<ArgsWrap>(wrapped)?.args.cni
             }
         };

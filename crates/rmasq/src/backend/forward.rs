@@ -19,9 +19,14 @@ use crate::class::Class;
 pub(crate) const FORWARD_CHAIN: &str = "RMASQ-FORWARD";
 const FORWARD_JUMP: &str = "-j RMASQ-FORWARD";
 
+/// The comment of `c`'s accepts.
+pub(super) fn accept_tag(c: &Class) -> String {
+    format!("rmasq:{}", c.id)
+}
+
 /// The class's two accepts: from and to its subnet.
 pub(crate) fn forward_rules(c: &Class) -> [String; 2] {
-    let tag = format!("-m comment --comment rmasq:{} -j ACCEPT", c.id);
+    let tag = format!("-m comment --comment {} -j ACCEPT", accept_tag(c));
     [
         format!("-s {} {tag}", c.source),
         format!("-d {} {tag}", c.source),

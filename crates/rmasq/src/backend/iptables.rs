@@ -36,15 +36,20 @@ use crate::class::{BackendKind, Class};
 
 pub(crate) struct Iptables;
 
-fn nat_chain(c: &Class) -> String {
+pub(super) fn nat_chain(c: &Class) -> String {
     format!("RMASQ-{}", c.id)
+}
+
+/// The comment of the POSTROUTING jump to `c`'s chain.
+pub(super) fn jump_tag(c: &Class) -> String {
+    format!("rmasq:{}", c.network)
 }
 
 fn jump_rule(c: &Class) -> String {
     format!(
-        "-s {} -m comment --comment rmasq:{} -j {}",
+        "-s {} -m comment --comment {} -j {}",
         c.source,
-        c.network,
+        jump_tag(c),
         nat_chain(c)
     )
 }

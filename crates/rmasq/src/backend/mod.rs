@@ -25,12 +25,21 @@ use xtables::in_path;
 pub(crate) use iptables::{chains as iptables_chains, ensure_existing, has_rules};
 pub(crate) use nftables::update_elements;
 pub(crate) use plan::{Backend, Plan};
+pub(crate) use xtables::legacy_tables;
 
 /// The backend of `kind`.
 pub(crate) fn backend(kind: BackendKind) -> Box<dyn Backend> {
     match kind {
         BackendKind::Nftables => Box::new(nftables::Nftables),
         BackendKind::Iptables => Box::new(iptables::Iptables),
+    }
+}
+
+/// An address in network byte order, as nf_tables compares it and keys sets with it.
+fn octets(addr: std::net::IpAddr) -> Vec<u8> {
+    match addr {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 

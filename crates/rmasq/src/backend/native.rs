@@ -19,14 +19,16 @@
 //! read them back: a full-length load, masked unless the prefix is the whole address.
 
 use std::io;
-use std::path::Path;
 
 use cni_netlink::netfilter::{BaseChain, Change, Expr, Family, Netfilter, Rule, RuleExpr, Verdict};
 use ipnet::IpNet;
 
+use super::forward::accept_tag;
 use super::forward::FORWARD_CHAIN;
+use super::iptables::{jump_tag, nat_chain};
+use super::octets;
 use super::untouched;
-use super::xtables::{cmd, find_in_path};
+use super::xtables::{cmd, find_in_path, legacy_tables};
 use crate::class::Class;
 
 /// What became of a change offered here.
@@ -65,13 +67,10 @@ impl View<'_> {
         if tool.file_name()? != "xtables-nft-multi" {
             return None;
         }
-        let names = if v4 {
-            "/proc/thread-self/net/ip_tables_names"
-        } else {
-            "/proc/thread-self/net/ip6_tables_names"
-        };
-        let legacy = std::fs::read_to_string(Path::new(names)).unwrap_or_default();
-        if legacy.lines().any(|l| matches!(l.trim(), "nat" | "filter")) {
+        if legacy_tables(v4)
+            .lines()
+            .any(|l| matches!(l.trim(), "nat" | "filter"))
+        {
             return None;
         }
         let nl = super::socket(nl)?;
@@ -112,16 +111,15 @@ impl View<'_> {
     }
 }
 
-fn nat_chain(c: &Class) -> String {
-    format!("RMASQ-{}", c.id)
-}
-
 /// `-s net` (`source`) or `-d net`, as iptables-nft matches it.
 fn address(net: &IpNet, source: bool) -> Vec<RuleExpr> {
-    let (bytes, offset) = match net.network() {
-        std::net::IpAddr::V4(a) => (a.octets().to_vec(), if source { 12 } else { 16 }),
-        std::net::IpAddr::V6(a) => (a.octets().to_vec(), if source { 8 } else { 24 }),
+    let offset = match (net, source) {
+        (IpNet::V4(_), true) => 12,
+        (IpNet::V4(_), false) => 16,
+        (IpNet::V6(_), true) => 8,
+        (IpNet::V6(_), false) => 24,
     };
+    let bytes = octets(net.network());
     if net.prefix_len() == 0 {
         return Vec::new();
     }
@@ -130,11 +128,7 @@ fn address(net: &IpNet, source: bool) -> Vec<RuleExpr> {
         len: bytes.len() as u32,
     }];
     if net.prefix_len() < net.max_prefix_len() {
-        let mask = match net.netmask() {
-            std::net::IpAddr::V4(m) => m.octets().to_vec(),
-            std::net::IpAddr::V6(m) => m.octets().to_vec(),
-        };
-        exprs.push(RuleExpr::Mask(mask));
+        exprs.push(RuleExpr::Mask(octets(net.netmask())));
     }
     exprs.push(RuleExpr::Equals(bytes));
     exprs
@@ -240,7 +234,7 @@ fn nat_rules(c: &Class, out: &mut Vec<Change>) -> Option<()> {
     let masq = vec![RuleExpr::Counter, masquerade(c.is_v4())];
     out.push(add_rule("nat", &chain, masq, false));
     let mut jump = address(&c.source, true);
-    jump.push(comment(&format!("rmasq:{}", c.network))?);
+    jump.push(comment(&jump_tag(c))?);
     let jump = ends(jump, RuleExpr::Verdict(Verdict::Jump(chain)));
     out.push(add_rule("nat", "POSTROUTING", jump, false));
     Some(())
@@ -250,7 +244,7 @@ fn nat_rules(c: &Class, out: &mut Vec<Change>) -> Option<()> {
 fn forward_rules(c: &Class, out: &mut Vec<Change>) -> Option<()> {
     for source in [true, false] {
         let mut rule = address(&c.source, source);
-        rule.push(comment(&format!("rmasq:{}", c.id))?);
+        rule.push(comment(&accept_tag(c))?);
         let rule = ends(rule, RuleExpr::Verdict(Verdict::Accept));
         out.push(add_rule("filter", FORWARD_CHAIN, rule, false));
     }
@@ -321,10 +315,7 @@ fn jumps_to(rule: &Rule, chain: &str) -> bool {
 /// Whether `rule` compares an address with `net`'s (either form iptables-nft writes: the whole
 /// address, or only the prefix's bytes).
 fn mentions(rule: &Rule, net: &IpNet) -> bool {
-    let bytes = match net.network() {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
-    };
+    let bytes = octets(net.network());
     let prefix = usize::from(net.prefix_len()).div_ceil(8);
     rule.exprs.iter().any(|e| match e {
         Expr::Cmp { data, .. } => {

@@ -45,6 +45,7 @@ use cni_types::error::{CniError, Result, CHECK_MISMATCH, FIREWALL_FAILURE, PLUGI
 
 use super::iptables::{apply_plan, check_class};
 use super::nft_rules::{chain, verify, TABLE};
+use super::octets;
 use super::plan::{Backend, Plan};
 use crate::class::Class;
 
@@ -239,14 +240,6 @@ fn check_listing(listing: &str, class: &Class, addr: IpAddr) -> Result<()> {
     Ok(())
 }
 
-/// An address as set element key: network byte order.
-fn key(addr: IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 /// The hot path of a plan whose classes all exist (nothing to create or drop): checks over
 /// netlink that the table holds exactly the rules and skip sets of `plan.live`, then adds
 /// `plan.add` and removes `plan.remove` as set elements in one transaction. Any error (ENOENT
@@ -262,12 +255,12 @@ pub(crate) fn update_elements(nl: &mut Netfilter, plan: &Plan) -> io::Result<()>
     verify(nl, &plan.live)?;
     let mut ops: Vec<(ElemOp, String, Vec<u8>)> = Vec::new();
     for (c, addr) in &plan.add {
-        ops.push((ElemOp::Add, format!("{}_pods", chain(c)), key(*addr)));
+        ops.push((ElemOp::Add, format!("{}_pods", chain(c)), octets(*addr)));
     }
     for (c, addr) in &plan.remove {
         let set = format!("{}_pods", chain(c));
-        ops.push((ElemOp::Add, set.clone(), key(*addr)));
-        ops.push((ElemOp::Delete, set, key(*addr)));
+        ops.push((ElemOp::Add, set.clone(), octets(*addr)));
+        ops.push((ElemOp::Delete, set, octets(*addr)));
     }
     if ops.is_empty() {
         return Ok(());

@@ -7,25 +7,24 @@
 //!
 //! Read over netlink: only the chains the batch appends to (nat POSTROUTING, filter FORWARD and
 //! RMASQ-FORWARD). Any doubt (legacy iptables tables loaded, a read that fails, any rule jumping
-//! to a chain of ours or in our shared chain) and the save runs as before.
+//! to a chain of ours or in our shared chain) and the save runs as before. The same check
+//! ([`chains_clear`]) decides whether `native` may write a first ADD without any tool.
 
 use std::io;
 
 use cni_netlink::netfilter::{Family, Netfilter, Rule};
 
 use super::forward::FORWARD_CHAIN;
+use super::xtables::legacy_tables;
 
 /// True when nothing of rmasq's is in `tables` (of `nat`, `filter`) of family `v4`, so that an
 /// empty `iptables-save` stands for the real one.
 pub(crate) fn nothing_of_ours(v4: bool, tables: &[&str], nl: &mut Option<Netfilter>) -> bool {
-    let names = if v4 {
-        "/proc/thread-self/net/ip_tables_names"
-    } else {
-        "/proc/thread-self/net/ip6_tables_names"
-    };
     // Legacy tables are not in nf_tables: only a save can read them.
-    let legacy = std::fs::read_to_string(names).unwrap_or_default();
-    if legacy.lines().any(|l| tables.contains(&l.trim())) {
+    if legacy_tables(v4)
+        .lines()
+        .any(|l| tables.contains(&l.trim()))
+    {
         return false;
     }
     match super::socket(nl) {

@@ -177,6 +177,17 @@ pub(crate) fn missing(c: &Class, table: &str, chain: &str, rule: &str) -> CniErr
     )
 }
 
+/// The iptables-legacy tables of family `v4` loaded in the calling thread's netns, one name per
+/// line: rules there are in x_tables, which only the legacy tools (and `IPT_SO_GET_INFO`) see.
+pub(crate) fn legacy_tables(v4: bool) -> String {
+    let names = if v4 {
+        "/proc/thread-self/net/ip_tables_names"
+    } else {
+        "/proc/thread-self/net/ip6_tables_names"
+    };
+    std::fs::read_to_string(names).unwrap_or_default()
+}
+
 /// True if `program` is an executable file on PATH (or a path to one).
 pub(crate) fn in_path(program: &str) -> bool {
     find_in_path(program).is_some()
